@@ -1,0 +1,40 @@
+# Augur: `make demo` runs the system on one machine, `make test` runs every test.
+# Both install what they need first (scripts/deps.sh).
+
+GOBIN_DIR := $(shell ./scripts/deps.sh)
+export PATH := $(GOBIN_DIR):$(PATH)
+GO := $(GOBIN_DIR)/go
+PKGS := ./...
+FUZZTIME ?= 10s
+
+.PHONY: all build test unit fuzz bench demo lint clean
+
+all: build
+
+build:
+	$(GO) build $(PKGS)
+	$(GO) build -o bin/ ./cmd/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: lint unit fuzz
+
+unit:
+	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+
+# Each fuzz target runs briefly; run longer with e.g. `make fuzz FUZZTIME=5m`.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME) ./extproc
+	$(GO) test -run '^$$' -fuzz '^FuzzSSEReader$$' -fuzztime $(FUZZTIME) ./extproc
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+demo: build
+	./bin/demo
+
+clean:
+	rm -rf bin .cache

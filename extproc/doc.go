@@ -1,0 +1,11 @@
+// Package extproc is Augur's face to the gateway: an Envoy external-processing (ext_proc v3)
+// gRPC server speaking the Gateway API Inference Extension endpoint-picker protocol.
+//
+// For each HTTP request it buffers and parses the OpenAI body, reads the SLO, objective and
+// fairness headers, asks the scheduler for a replica, answers with the destination header and
+// the identical envoy.lb dynamic metadata, and replays the body. On the response path it passes
+// every chunk straight back and, off the critical path, reads the server-sent events to measure
+// the real time to first token and time per output token, which it reports to an observer.
+//
+// It may depend on scheduler, pool, tokens, go-control-plane, grpc and Prometheus client code.
+package extproc

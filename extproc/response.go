@@ -1,0 +1,178 @@
+package extproc
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/augur-llm/augur/scheduler"
+)
+
+func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch strings.ToLower(hv.GetKey()) {
+		case ":status":
+			x.respStatus, _ = strconv.Atoi(headerValue(hv))
+		case "content-type":
+			x.sse = strings.HasPrefix(strings.ToLower(strings.TrimSpace(headerValue(hv))), "text/event-stream")
+		}
+	}
+	if served := servedEndpoint(md); served != "" && x.lease != nil && served != x.lease.Replica().Address {
+		// A fallback served: move the in-flight accounting to the replica doing the work.
+		if r := x.s.cfg.Pool.ByAddress(served); r != nil {
+			x.lease.MoveTo(r)
+		}
+	}
+	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}})
+	if h.GetEndOfStream() {
+		x.complete()
+	}
+	return err
+}
+
+func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
+	// Pass the chunk on first: measuring must never delay the client's tokens.
+	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
+			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{
+				StreamedResponse: &extprocv3.StreamedBodyResponse{Body: b.GetBody(), EndOfStream: b.GetEndOfStream()},
+			}},
+		}},
+	}})
+	now := x.s.cfg.Clock.Now()
+	if x.sse {
+		hadFirst := !x.reader.FirstToken.IsZero()
+		x.reader.Feed(b.GetBody(), now)
+		if !hadFirst && !x.reader.FirstToken.IsZero() && x.lease != nil {
+			x.lease.FirstToken()
+		}
+	} else if len(x.respBody)+len(b.GetBody()) <= maxResponseBodyKept {
+		x.respBody = append(x.respBody, b.GetBody()...)
+	}
+	if b.GetEndOfStream() {
+		x.complete()
+	}
+	return err
+}
+
+// complete records a request whose response ended.
+func (x *exchange) complete() {
+	if x.done || !x.decided {
+		return
+	}
+	now := x.s.cfg.Clock.Now()
+	c := &x.compl
+	c.Status = x.respStatus
+	c.Outcome = OutcomeOK
+	if x.respStatus >= 400 {
+		c.Outcome = OutcomeUpstreamError
+	}
+	if x.sse {
+		x.reader.Close(now)
+		c.Usage, c.HasUsage = x.reader.Usage, x.reader.HasUsage
+		c.OutputTokens = x.reader.OutputTokens()
+		if !x.reader.FirstToken.IsZero() {
+			c.TTFT = x.reader.FirstToken.Sub(c.Dispatched)
+			if c.OutputTokens > 1 {
+				c.TPOT = x.reader.LastToken.Sub(x.reader.FirstToken) / time.Duration(c.OutputTokens-1)
+			}
+		}
+	} else if u, ok := parseCompletionUsage(x.respBody); ok {
+		c.Usage, c.HasUsage, c.OutputTokens = u, true, u.CompletionTokens
+	}
+	c.E2E = now.Sub(c.Dispatched)
+	x.end()
+}
+
+// finish runs when the stream ends: a routed request that did not complete was cancelled
+// (client gone, gateway error) and must still release its replica.
+func (x *exchange) finish() {
+	if x.done || !x.decided {
+		return
+	}
+	x.compl.Outcome = OutcomeCancelled
+	x.compl.Status = x.respStatus
+	x.compl.E2E = x.s.cfg.Clock.Now().Sub(x.compl.Dispatched)
+	if !x.reader.FirstToken.IsZero() {
+		x.compl.TTFT = x.reader.FirstToken.Sub(x.compl.Dispatched)
+	}
+	x.compl.OutputTokens = x.reader.OutputTokens()
+	x.end()
+}
+
+func (x *exchange) end() {
+	x.done = true
+	x.lease.Release()
+	c := &x.compl
+	r := &x.req
+	c.RequestID, c.Model, c.Objective, c.FairnessID = r.ID, r.Model, r.Objective, r.FairnessID
+	c.SLO, c.Stream, c.PromptTokens, c.MaxTokens = r.SLO, r.Stream, r.PromptTokens, r.MaxTokens
+	c.Target = x.lease.Replica().Endpoint
+	c.Features = x.features
+	c.Received = x.received
+	x.s.cfg.Metrics.completed(c)
+	if x.s.cfg.Observe != nil {
+		x.s.cfg.Observe(*c)
+	}
+}
+
+func destination(targets []scheduler.Candidate) string {
+	if len(targets) == 1 {
+		return targets[0].Replica.Address
+	}
+	var sb strings.Builder
+	for i, t := range targets {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(t.Replica.Address)
+	}
+	return sb.String()
+}
+
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, RawValue: []byte(v)},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func lbMetadata(dest string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataLBNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			HeaderDestination: structpb.NewStringValue(dest),
+		}}),
+	}}
+}
+
+// immediateResponse is an error answer in the OpenAI error shape, so OpenAI clients show the
+// message.
+func immediateResponse(code int, reason, msg string) *extprocv3.ProcessingResponse {
+	typ := "invalid_request_error"
+	switch {
+	case code == 429:
+		typ = "rate_limit_exceeded"
+	case code >= 500:
+		typ = "service_unavailable"
+	}
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": typ, "code": code}})
+	hdrs := []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}
+	if reason != "" {
+		hdrs = append(hdrs, setHeader(HeaderDroppedReason, reason))
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
+		ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+			Headers: &extprocv3.HeaderMutation{SetHeaders: hdrs},
+			Body:    body,
+			Details: reason,
+		},
+	}}
+}

@@ -1,0 +1,124 @@
+package picker
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/scheduler"
+)
+
+// Duration is a time.Duration written as "50ms" or "2s" in configuration.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"50ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Config is the picker's configuration file. Zero fields take the defaults below.
+type Config struct {
+	// GRPCAddress is where the ext_proc and health services listen.
+	GRPCAddress string `json:"grpcAddress,omitempty"`
+	// MetricsAddress is where /metrics is served; "" disables it.
+	MetricsAddress string `json:"metricsAddress,omitempty"`
+	// EndpointsFile lists the replicas (see pool.File); Endpoints lists them inline instead.
+	EndpointsFile  string          `json:"endpointsFile,omitempty"`
+	Endpoints      []pool.Endpoint `json:"endpoints,omitempty"`
+	ScrapeInterval Duration        `json:"scrapeInterval,omitempty"`
+	ScrapeTimeout  Duration        `json:"scrapeTimeout,omitempty"`
+	// StaleAfter is how old a replica's metrics may be before it is not routed to.
+	StaleAfter Duration `json:"staleAfter,omitempty"`
+	// MaxBodyBytes is the request body limit; larger bodies get 413.
+	MaxBodyBytes int `json:"maxBodyBytes,omitempty"`
+	// Fallbacks is how many replicas follow the primary in the destination list
+	// ("ip:port,ip:port"). The default is none, because Envoy's ORIGINAL_DST cluster reads the
+	// header as a single address; set it with gateways that retry on the list (Envoy's
+	// override_host load-balancing policy, Augur's local gateway).
+	Fallbacks *int `json:"fallbacks,omitempty"`
+	// Seed makes random tie-breaks repeatable; 0 picks one at start.
+	Seed uint64 `json:"seed,omitempty"`
+	// Profile is the scheduling profile; nil means the built-in default.
+	Profile *scheduler.ProfileConfig `json:"profile,omitempty"`
+	// DrainTimeout is how long requests in progress may run after shutdown starts.
+	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+}
+
+// Defaults.
+const (
+	DefaultGRPCAddress    = "127.0.0.1:9002"
+	DefaultMetricsAddress = "127.0.0.1:9090"
+	DefaultFallbacks      = 0
+	DefaultDrainTimeout   = 30 * time.Second
+)
+
+// LoadConfig reads a YAML configuration file strictly: unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) withDefaults() {
+	if c.GRPCAddress == "" {
+		c.GRPCAddress = DefaultGRPCAddress
+	}
+	if c.ScrapeInterval <= 0 {
+		c.ScrapeInterval = Duration(pool.DefaultScrapeInterval)
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = Duration(pool.DefaultStaleAfter)
+	}
+	if c.Fallbacks == nil {
+		n := DefaultFallbacks
+		c.Fallbacks = &n
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = Duration(DefaultDrainTimeout)
+	}
+	if c.Profile == nil {
+		p := scheduler.DefaultProfileConfig()
+		c.Profile = &p
+	}
+}
+
+// endpoints returns the configured replicas.
+func (c *Config) endpoints() ([]pool.Endpoint, error) {
+	if c.EndpointsFile != "" && len(c.Endpoints) > 0 {
+		return nil, fmt.Errorf("config: set endpointsFile or endpoints, not both")
+	}
+	if c.EndpointsFile != "" {
+		return pool.LoadFile(c.EndpointsFile)
+	}
+	if len(c.Endpoints) == 0 {
+		return nil, fmt.Errorf("config: no endpoints (set endpointsFile or endpoints)")
+	}
+	for _, e := range c.Endpoints {
+		if err := e.Validate(); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	return c.Endpoints, nil
+}

@@ -1,0 +1,8 @@
+// Package picker assembles a running endpoint picker from its configuration: the endpoint
+// pool and its metrics scraper, the scheduler profile, the ext_proc gRPC server with health,
+// and the Prometheus metrics endpoint. cmd/epp is a thin wrapper around it, and the local
+// stack used by the demo and end-to-end tests runs the very same code.
+//
+// It may depend on every picker-side package (extproc, scheduler, pool); nothing depends on it
+// but binaries and the local stack.
+package picker

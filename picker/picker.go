@@ -1,0 +1,148 @@
+package picker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/extproc"
+	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/scheduler"
+)
+
+// Options are the parts of a picker that are code, not configuration.
+type Options struct {
+	Clock clock.WithTicker // default: the real clock
+	Log   *slog.Logger
+	// Observe receives every routed request's completion (see extproc.Config.Observe).
+	Observe func(extproc.Completion)
+	// Registry receives the picker's metrics; default a new registry with Go and process metrics.
+	Registry *prometheus.Registry
+}
+
+// Picker is an assembled endpoint picker.
+type Picker struct {
+	cfg       Config
+	opts      Options
+	Pool      *pool.Pool
+	Scheduler *scheduler.Scheduler
+	Server    *extproc.Server
+	registry  *prometheus.Registry
+}
+
+// New assembles a picker from cfg. Nothing runs until Serve.
+func New(cfg Config, opts Options) (*Picker, error) {
+	cfg.withDefaults()
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	eps, err := cfg.endpoints()
+	if err != nil {
+		return nil, err
+	}
+	p := pool.New(opts.Clock, time.Duration(cfg.StaleAfter))
+	if err := p.Set(eps); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	prof, err := scheduler.DefaultRegistry().Build(*cfg.Profile, scheduler.BuildOptions{Seed: seed})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	sched, err := scheduler.New(p, prof, *cfg.Fallbacks)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	srv := extproc.NewServer(extproc.Config{
+		Pool: p, Scheduler: sched, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes,
+		Observe: opts.Observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
+	})
+	return &Picker{cfg: cfg, opts: opts, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry}, nil
+}
+
+// Serve runs the picker on grpcLis (and metricsLis when not nil) until ctx is done, then
+// drains: it stops taking requests, waits up to the drain timeout for those in progress, and
+// returns.
+func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) error {
+	g := grpc.NewServer()
+	p.Server.Register(g)
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		(&pool.Scraper{Pool: p.Pool, Clock: p.opts.Clock, Interval: time.Duration(p.cfg.ScrapeInterval),
+			Timeout: time.Duration(p.cfg.ScrapeTimeout), Log: p.opts.Log}).Run(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		p.Server.RunHealth(runCtx, p.opts.Clock, 100*time.Millisecond)
+	}()
+
+	var metricsSrv *http.Server
+	if metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.opts.Log.Error("metrics server", "err", err)
+			}
+		}()
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(grpcLis) }()
+	p.opts.Log.Info("picker serving", "grpc", grpcLis.Addr().String(), "endpoints", len(p.Pool.Replicas()))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("grpc server: %w", err)
+	}
+	p.Server.Drain()
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-p.opts.Clock.After(time.Duration(p.cfg.DrainTimeout)):
+		p.opts.Log.Warn("drain timeout: closing streams still open")
+		g.Stop()
+	}
+	if metricsSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = metricsSrv.Shutdown(sctx)
+		cancel()
+	}
+	stop()
+	wg.Wait()
+	return err
+}
+
+// Config returns the effective configuration, defaults applied.
+func (p *Picker) Config() Config { return p.cfg }

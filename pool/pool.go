@@ -1,0 +1,280 @@
+package pool
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Endpoint describes one replica as configured.
+type Endpoint struct {
+	// Name identifies the replica in logs, metrics and samples.
+	Name string `json:"name"`
+	// Address is the ip:port the gateway sends requests to.
+	Address string `json:"address"`
+	// MetricsURL is where its Prometheus metrics are scraped; default http://Address/metrics.
+	MetricsURL string `json:"metricsURL,omitempty"`
+	// Class names the replica's hardware/model class (e.g. "8b-h100"), a feature for prediction.
+	Class string `json:"class,omitempty"`
+}
+
+func (e Endpoint) metricsURL() string {
+	if e.MetricsURL != "" {
+		return e.MetricsURL
+	}
+	return "http://" + e.Address + "/metrics"
+}
+
+// Validate reports a configuration error in e.
+func (e Endpoint) Validate() error {
+	if e.Name == "" {
+		return fmt.Errorf("endpoint %q: name is empty", e.Address)
+	}
+	host, port, err := net.SplitHostPort(e.Address)
+	if err != nil || port == "" {
+		return fmt.Errorf("endpoint %q: address %q is not ip:port", e.Name, e.Address)
+	}
+	if net.ParseIP(host) == nil {
+		// The gateway's original-destination routing needs an IP literal, not a host name.
+		return fmt.Errorf("endpoint %q: address %q must be an IP literal with a port", e.Name, e.Address)
+	}
+	return nil
+}
+
+// Metrics is one scrape of a replica's vLLM metrics.
+type Metrics struct {
+	Running      int
+	Waiting      int
+	KVUsage      float64 // 0..1
+	BlockSize    int     // from vllm:cache_config_info, 0 when not reported
+	NumGPUBlocks int     // from vllm:cache_config_info, 0 when not reported
+	// Counters, as scraped (monotonic until the server restarts).
+	PrefixQueries float64
+	PrefixHits    float64
+	Preemptions   float64
+	// ScrapedAt is when the scrape completed, on the pool's clock.
+	ScrapedAt time.Time
+}
+
+// Load is the picker's own accounting of work it dispatched to a replica and has not seen finish.
+type Load struct {
+	// Requests dispatched and not finished.
+	Requests int64
+	// PrefillTokens is the prompt tokens of dispatched requests whose first token has not
+	// been seen yet: work the replica still has to prefill.
+	PrefillTokens int64
+	// DecodeRequests is dispatched requests that are generating (first token seen).
+	DecodeRequests int64
+}
+
+// Replica is the live state of one endpoint. It is safe for concurrent use.
+type Replica struct {
+	Endpoint
+	metrics atomic.Pointer[Metrics]
+	failing atomic.Bool // last scrape failed
+
+	requests      atomic.Int64
+	prefillTokens atomic.Int64
+	decoding      atomic.Int64
+}
+
+// Metrics returns the latest successful scrape, if any.
+func (r *Replica) Metrics() (Metrics, bool) {
+	m := r.metrics.Load()
+	if m == nil {
+		return Metrics{}, false
+	}
+	return *m, true
+}
+
+// SetMetrics records a scrape. The simulator's virtual scraper calls it too.
+func (r *Replica) SetMetrics(m Metrics) {
+	r.metrics.Store(&m)
+	r.failing.Store(false)
+}
+
+// ScrapeFailed records that a scrape did not succeed; the last metrics stay until stale.
+func (r *Replica) ScrapeFailed() { r.failing.Store(true) }
+
+// Load returns the picker's in-flight accounting for the replica.
+func (r *Replica) Load() Load {
+	return Load{Requests: r.requests.Load(), PrefillTokens: r.prefillTokens.Load(), DecodeRequests: r.decoding.Load()}
+}
+
+// Dispatch accounts a request sent to the replica and returns the lease that releases it.
+func (r *Replica) Dispatch(promptTokens int) *Lease {
+	r.requests.Add(1)
+	r.prefillTokens.Add(int64(promptTokens))
+	return &Lease{replica: r, prompt: int64(promptTokens)}
+}
+
+// Lease is one dispatched request's share of a replica's in-flight accounting.
+// Its methods are idempotent and safe to call from several goroutines, because a request can
+// finish, fail and be cancelled in racing paths and must be released exactly once.
+type Lease struct {
+	mu      sync.Mutex
+	replica *Replica
+	prompt  int64
+	state   leaseState
+}
+
+type leaseState uint8
+
+const (
+	leaseDispatched leaseState = iota
+	leaseDecoding
+	leaseReleased
+)
+
+// Replica returns the replica the lease is held on.
+func (l *Lease) Replica() *Replica {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.replica
+}
+
+// FirstToken moves the request from prefill to decode accounting.
+func (l *Lease) FirstToken() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state == leaseDispatched {
+		l.state = leaseDecoding
+		l.replica.prefillTokens.Add(-l.prompt)
+		l.replica.decoding.Add(1)
+	}
+}
+
+// Release ends the lease. Later calls do nothing.
+func (l *Lease) Release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unaccount(l.replica)
+	l.state = leaseReleased
+}
+
+func (l *Lease) unaccount(r *Replica) {
+	switch l.state {
+	case leaseDispatched:
+		r.requests.Add(-1)
+		r.prefillTokens.Add(-l.prompt)
+	case leaseDecoding:
+		r.requests.Add(-1)
+		r.decoding.Add(-1)
+	}
+}
+
+// MoveTo transfers the lease to another replica, for when the gateway reports that a fallback
+// served the request instead of the primary.
+func (l *Lease) MoveTo(r *Replica) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r == nil || r == l.replica || l.state == leaseReleased {
+		return
+	}
+	l.unaccount(l.replica)
+	r.requests.Add(1)
+	if l.state == leaseDispatched {
+		r.prefillTokens.Add(l.prompt)
+	} else {
+		r.decoding.Add(1)
+	}
+	l.replica = r
+}
+
+// Pool is the set of replicas. Membership changes are copy-on-write so that the request path
+// reads it without a lock.
+type Pool struct {
+	clk        clock.PassiveClock
+	staleAfter time.Duration
+
+	mu       sync.Mutex // serialises writers
+	replicas atomic.Pointer[[]*Replica]
+}
+
+// DefaultStaleAfter is how old metrics may be before a replica is treated as not ready; the
+// same 2 s that llm-d uses.
+const DefaultStaleAfter = 2 * time.Second
+
+// New returns an empty pool. staleAfter <= 0 means DefaultStaleAfter.
+func New(clk clock.PassiveClock, staleAfter time.Duration) *Pool {
+	if staleAfter <= 0 {
+		staleAfter = DefaultStaleAfter
+	}
+	p := &Pool{clk: clk, staleAfter: staleAfter}
+	p.replicas.Store(&[]*Replica{})
+	return p
+}
+
+// Replicas returns the current replicas. The slice must not be modified.
+func (p *Pool) Replicas() []*Replica { return *p.replicas.Load() }
+
+// ByAddress finds a replica by its ip:port.
+func (p *Pool) ByAddress(addr string) *Replica {
+	for _, r := range p.Replicas() {
+		if r.Address == addr {
+			return r
+		}
+	}
+	return nil
+}
+
+// Set replaces the membership with eps. Replicas that stay keep their metrics and in-flight
+// accounting; new ones start with no metrics (not ready until first scraped).
+func (p *Pool) Set(eps []Endpoint) error {
+	seenName := make(map[string]bool, len(eps))
+	seenAddr := make(map[string]bool, len(eps))
+	for _, e := range eps {
+		if err := e.Validate(); err != nil {
+			return err
+		}
+		if seenName[e.Name] {
+			return fmt.Errorf("endpoint name %q appears twice", e.Name)
+		}
+		if seenAddr[e.Address] {
+			return fmt.Errorf("endpoint address %q appears twice", e.Address)
+		}
+		seenName[e.Name], seenAddr[e.Address] = true, true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := make(map[string]*Replica)
+	for _, r := range p.Replicas() {
+		old[r.Name] = r
+	}
+	next := make([]*Replica, 0, len(eps))
+	for _, e := range eps {
+		if r, ok := old[e.Name]; ok && r.Endpoint == e {
+			next = append(next, r)
+			continue
+		}
+		next = append(next, &Replica{Endpoint: e})
+	}
+	p.replicas.Store(&next)
+	return nil
+}
+
+// Fresh reports whether r's metrics are recent enough to route on.
+func (p *Pool) Fresh(r *Replica) bool {
+	m := r.metrics.Load()
+	return m != nil && p.clk.Since(m.ScrapedAt) <= p.staleAfter
+}
+
+// Ready reports whether at least one replica has fresh metrics.
+func (p *Pool) Ready() bool {
+	for _, r := range p.Replicas() {
+		if p.Fresh(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// Clock is the pool's clock.
+func (p *Pool) Clock() clock.PassiveClock { return p.clk }
+
+// StaleAfter is the metrics age beyond which a replica is not ready.
+func (p *Pool) StaleAfter() time.Duration { return p.staleAfter }

@@ -1,0 +1,197 @@
+package pool
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// vllmText is /metrics as vLLM V1 (Python prometheus_client) writes it, trimmed.
+const vllmText = `# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000.0
+# HELP vllm:prefix_cache_queries_created Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_created gauge
+vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e+09
+# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 600.0
+# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.
+# TYPE vllm:num_preemptions_total counter
+vllm:num_preemptions_total{engine="0",model_name="m"} 4.0
+# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="16",cache_dtype="auto",engine="0",num_gpu_blocks="19208"} 1.0
+# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001",model_name="m"} 0.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 7.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 7.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 1.5
+`
+
+func TestParseMetrics(t *testing.T) {
+	m, err := ParseMetrics(strings.NewReader(vllmText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Metrics{Running: 3, Waiting: 2, KVUsage: 0.25, BlockSize: 16, NumGPUBlocks: 19208,
+		PrefixQueries: 1000, PrefixHits: 600, Preemptions: 4}
+	if m != want {
+		t.Fatalf("got %+v\nwant %+v", m, want)
+	}
+	old := strings.ReplaceAll(vllmText, "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+	if m, err := ParseMetrics(strings.NewReader(old)); err != nil || m.KVUsage != 0.25 {
+		t.Errorf("older vLLM name: %+v %v", m, err)
+	}
+	for _, bad := range []string{"not metrics {{{", "# TYPE x gauge\nx 1\n"} {
+		if _, err := ParseMetrics(strings.NewReader(bad)); err == nil {
+			t.Errorf("ParseMetrics(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLeaseAccounting(t *testing.T) {
+	p := New(clock.RealClock{}, 0)
+	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}, {Name: "b", Address: "127.0.0.1:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := p.Replicas()[0], p.Replicas()[1]
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := a.Dispatch(100)
+			if i%3 == 0 {
+				l.FirstToken()
+			}
+			if i%5 == 0 {
+				l.MoveTo(b)
+			}
+			// Completion, error and cancellation can race: release is idempotent.
+			var inner sync.WaitGroup
+			for range 3 {
+				inner.Add(1)
+				go func() { defer inner.Done(); l.Release(); l.FirstToken() }()
+			}
+			inner.Wait()
+		}()
+	}
+	wg.Wait()
+	if a.Load() != (Load{}) || b.Load() != (Load{}) {
+		t.Fatalf("after every release: a %+v b %+v", a.Load(), b.Load())
+	}
+	l := a.Dispatch(50)
+	if got := a.Load(); got != (Load{Requests: 1, PrefillTokens: 50}) {
+		t.Fatalf("dispatched: %+v", got)
+	}
+	l.FirstToken()
+	if got := a.Load(); got != (Load{Requests: 1, DecodeRequests: 1}) {
+		t.Fatalf("decoding: %+v", got)
+	}
+	l.Release()
+}
+
+func TestSetKeepsStateAndValidates(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	p := New(clk, time.Second)
+	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	a := p.Replicas()[0]
+	a.SetMetrics(Metrics{Running: 1, ScrapedAt: clk.Now()})
+	a.Dispatch(1)
+	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}, {Name: "b", Address: "127.0.0.1:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.Replicas()[0] != a || a.Load().Requests != 1 || !p.Fresh(a) || p.Fresh(p.Replicas()[1]) {
+		t.Fatal("a replica that stays must keep its state; a new one starts not fresh")
+	}
+	clk.Step(1001 * time.Millisecond)
+	if p.Fresh(a) || p.Ready() {
+		t.Fatal("metrics older than staleAfter must not count as fresh")
+	}
+	for _, bad := range [][]Endpoint{
+		{{Name: "", Address: "127.0.0.1:1"}},
+		{{Name: "x", Address: "localhost:1"}},
+		{{Name: "x", Address: "127.0.0.1"}},
+		{{Name: "x", Address: "127.0.0.1:1"}, {Name: "x", Address: "127.0.0.1:2"}},
+		{{Name: "x", Address: "127.0.0.1:1"}, {Name: "y", Address: "127.0.0.1:1"}},
+	} {
+		if err := p.Set(bad); err == nil {
+			t.Errorf("Set(%+v) accepted", bad)
+		}
+	}
+}
+
+func TestParseFile(t *testing.T) {
+	eps, err := ParseFile([]byte("endpoints:\n- name: a\n  address: 10.1.2.3:8000\n  class: 8b-h100\n"))
+	if err != nil || len(eps) != 1 || eps[0].Class != "8b-h100" {
+		t.Fatalf("%+v %v", eps, err)
+	}
+	if _, err := ParseFile([]byte("endpoints:\n- name: a\n  adress: 10.1.2.3:8000\n")); err == nil || !strings.Contains(err.Error(), "adress") {
+		t.Errorf("a misspelt key must be reported, got %v", err)
+	}
+}
+
+func TestScraperMarksFreshAndStale(t *testing.T) {
+	var mu sync.Mutex
+	up := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !up {
+			http.Error(w, "down", 500)
+			return
+		}
+		_, _ = w.Write([]byte(vllmText))
+	}))
+	defer srv.Close()
+	p := New(clock.RealClock{}, 200*time.Millisecond)
+	if err := p.Set([]Endpoint{{Name: "a", Address: strings.TrimPrefix(srv.URL, "http://")}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		(&Scraper{Pool: p, Clock: clock.RealClock{}, Interval: 10 * time.Millisecond}).Run(ctx)
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return p.Ready() })
+	if m, _ := p.Replicas()[0].Metrics(); m.Running != 3 {
+		t.Fatalf("metrics %+v", m)
+	}
+	mu.Lock()
+	up = false
+	mu.Unlock()
+	waitFor(t, func() bool { return !p.Ready() })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not reached in 10 s")
+}

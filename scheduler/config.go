@@ -1,0 +1,134 @@
+package scheduler
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// PluginConfig names a plugin and its parameters.
+type PluginConfig struct {
+	Name string `json:"name"`
+	// Weight applies to scorers only.
+	Weight *float64 `json:"weight,omitempty"`
+	// Args are the plugin's parameters; unknown ones are errors.
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+// ProfileConfig is a profile as written in configuration.
+type ProfileConfig struct {
+	Name    string         `json:"name"`
+	Filters []PluginConfig `json:"filters,omitempty"`
+	Scorers []PluginConfig `json:"scorers"`
+	Picker  PluginConfig   `json:"picker"`
+}
+
+// BuildOptions carries what plugins may need from their environment.
+type BuildOptions struct {
+	// Seed makes randomised plugins repeatable.
+	Seed uint64
+}
+
+// Factory builds a plugin from its arguments. The result must implement Filter, Scorer or
+// Picker, as its place in the profile requires.
+type Factory func(args json.RawMessage, opts BuildOptions) (any, error)
+
+// Registry maps plugin names to factories.
+type Registry map[string]Factory
+
+// DefaultRegistry returns a registry of the built-in plugins.
+func DefaultRegistry() Registry {
+	return Registry{
+		"load": func(args json.RawMessage, _ BuildOptions) (any, error) {
+			return LoadScorer{}, decodeArgs(args, &struct{}{})
+		},
+		"max-score": func(args json.RawMessage, o BuildOptions) (any, error) {
+			return NewMaxScorePicker(o.Seed), decodeArgs(args, &struct{}{})
+		},
+	}
+}
+
+// DefaultProfileConfig is the profile used when configuration names none.
+func DefaultProfileConfig() ProfileConfig {
+	one := 1.0
+	return ProfileConfig{
+		Name:    "default",
+		Scorers: []PluginConfig{{Name: "load", Weight: &one}},
+		Picker:  PluginConfig{Name: "max-score"},
+	}
+}
+
+// Build constructs the profile pc describes.
+func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
+	prof := &Profile{Name: pc.Name}
+	for _, fc := range pc.Filters {
+		p, err := r.build(pc.Name, "filter", fc, opts)
+		if err != nil {
+			return nil, err
+		}
+		f, ok := p.(Filter)
+		if !ok {
+			return nil, fmt.Errorf("profile %q: plugin %q is not a filter", pc.Name, fc.Name)
+		}
+		prof.Filters = append(prof.Filters, f)
+	}
+	for _, sc := range pc.Scorers {
+		p, err := r.build(pc.Name, "scorer", sc, opts)
+		if err != nil {
+			return nil, err
+		}
+		s, ok := p.(Scorer)
+		if !ok {
+			return nil, fmt.Errorf("profile %q: plugin %q is not a scorer", pc.Name, sc.Name)
+		}
+		w := 1.0
+		if sc.Weight != nil {
+			w = *sc.Weight
+		}
+		if !(w >= 0 && w <= 1e6) {
+			return nil, fmt.Errorf("profile %q: scorer %q: weight %v must be between 0 and 1e6", pc.Name, sc.Name, w)
+		}
+		prof.Scorers = append(prof.Scorers, WeightedScorer{Scorer: s, Weight: w})
+	}
+	if pc.Picker.Name == "" {
+		return nil, fmt.Errorf("profile %q: picker is required", pc.Name)
+	}
+	p, err := r.build(pc.Name, "picker", pc.Picker, opts)
+	if err != nil {
+		return nil, err
+	}
+	pk, ok := p.(Picker)
+	if !ok {
+		return nil, fmt.Errorf("profile %q: plugin %q is not a picker", pc.Name, pc.Picker.Name)
+	}
+	prof.Picker = pk
+	return prof, nil
+}
+
+func (r Registry) build(profile, role string, c PluginConfig, opts BuildOptions) (any, error) {
+	f, ok := r[c.Name]
+	if !ok {
+		return nil, fmt.Errorf("profile %q: unknown %s plugin %q", profile, role, c.Name)
+	}
+	if c.Weight != nil && role != "scorer" {
+		return nil, fmt.Errorf("profile %q: %s %q: weight applies to scorers only", profile, role, c.Name)
+	}
+	p, err := f(c.Args, opts)
+	if err != nil {
+		return nil, fmt.Errorf("profile %q: %s %q: %w", profile, role, c.Name, err)
+	}
+	return p, nil
+}
+
+// decodeArgs decodes plugin arguments strictly, so a misspelt parameter is an error.
+func decodeArgs(args json.RawMessage, into any) error {
+	if len(bytes.TrimSpace(args)) == 0 || string(bytes.TrimSpace(args)) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(args))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return fmt.Errorf("args: %w", err)
+	}
+	return nil
+}

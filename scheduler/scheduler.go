@@ -1,0 +1,158 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/augur-llm/augur/pool"
+)
+
+// Result is a decision: Targets[0] is the primary, the rest are fallbacks in order. Each
+// target carries the replica's state as the decision saw it.
+type Result struct {
+	Targets []Candidate
+}
+
+// Scheduler runs the active profile over a pool's replicas.
+type Scheduler struct {
+	pool      *pool.Pool
+	fallbacks int
+	profile   atomic.Pointer[Profile]
+	scratch   sync.Pool
+}
+
+type scratch struct {
+	cands  []Candidate
+	scores []float64
+	tmp    []float64
+	order  []int
+}
+
+// New returns a scheduler over p using prof, choosing up to fallbacks extra replicas.
+func New(p *pool.Pool, prof *Profile, fallbacks int) (*Scheduler, error) {
+	if err := prof.validate(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{pool: p, fallbacks: max(fallbacks, 0)}
+	s.profile.Store(prof)
+	s.scratch.New = func() any { return new(scratch) }
+	return s, nil
+}
+
+// SetProfile swaps the profile used for new decisions; decisions in progress finish with the
+// profile they started with.
+func (s *Scheduler) SetProfile(prof *Profile) error {
+	if err := prof.validate(); err != nil {
+		return err
+	}
+	s.profile.Store(prof)
+	return nil
+}
+
+// Profile returns the active profile.
+func (s *Scheduler) Profile() *Profile { return s.profile.Load() }
+
+func (p *Profile) validate() error {
+	if p == nil {
+		return fmt.Errorf("profile is nil")
+	}
+	if p.Picker == nil {
+		return fmt.Errorf("profile %q has no picker", p.Name)
+	}
+	for _, ws := range p.Scorers {
+		if !(ws.Weight >= 0) {
+			return fmt.Errorf("profile %q: scorer %q has weight %v, want >= 0", p.Name, ws.Name(), ws.Weight)
+		}
+	}
+	return nil
+}
+
+// Schedule picks replicas for req. When subset is non-nil only replicas whose address is in
+// it are eligible (the gateway's subset hint); an empty non-nil subset matches nothing.
+func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string) (Result, error) {
+	prof := s.profile.Load()
+	sc := s.scratch.Get().(*scratch)
+	defer func() {
+		clear(sc.cands) // drop replica pointers so pooled scratch does not pin removed replicas
+		s.scratch.Put(sc)
+	}()
+
+	cands := sc.cands[:0]
+	for _, r := range s.pool.Replicas() {
+		if !s.pool.Fresh(r) {
+			continue
+		}
+		if subset != nil && !contains(subset, r.Address) {
+			continue
+		}
+		m, _ := r.Metrics()
+		cands = append(cands, Candidate{Replica: r, Metrics: m, Load: r.Load()})
+	}
+	sc.cands = cands
+	if len(cands) == 0 {
+		if subset != nil {
+			return Result{}, fmt.Errorf("%w: subset hint %v matched no ready endpoint", ErrNoEndpoints, subset)
+		}
+		return Result{}, ErrNoEndpoints
+	}
+	for _, f := range prof.Filters {
+		cands = f.Filter(ctx, req, cands)
+		if len(cands) == 0 {
+			return Result{}, fmt.Errorf("%w: filter %q removed every endpoint", ErrNoEndpoints, f.Name())
+		}
+	}
+
+	scores := grow(sc.scores, len(cands))
+	tmp := grow(sc.tmp, len(cands))
+	sc.scores, sc.tmp = scores, tmp
+	clear(scores)
+	for _, ws := range prof.Scorers {
+		if ws.Weight == 0 {
+			continue
+		}
+		clear(tmp)
+		ws.Score(ctx, req, cands, tmp)
+		for i, v := range tmp {
+			scores[i] += ws.Weight * clamp01(v)
+		}
+	}
+	order := prof.Picker.Pick(ctx, req, cands, scores, 1+s.fallbacks, sc.order[:0])
+	sc.order = order
+	if len(order) == 0 {
+		return Result{}, fmt.Errorf("%w: picker %q chose nothing", ErrNoEndpoints, prof.Picker.Name())
+	}
+	res := Result{Targets: make([]Candidate, len(order))}
+	for i, idx := range order {
+		res.Targets[i] = cands[idx]
+	}
+	return res, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func grow(b []float64, n int) []float64 {
+	if cap(b) < n {
+		return make([]float64, n)
+	}
+	return b[:n]
+}
+
+func clamp01(v float64) float64 {
+	switch {
+	case v > 1:
+		return 1
+	case v >= 0:
+		return v
+	default:
+		return 0 // also NaN: a broken scorer must not win a replica its votes
+	}
+}

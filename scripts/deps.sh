@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building and testing Augur needs on a Debian machine, idempotently:
+# a Go toolchain (from the Go module proxy when the machine has none recent enough) and the Go
+# modules. Prints the directory holding the go binary to use, last, on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=$(awk '/^go /{print $2}' go.mod)
+have_ok() { # is "$1" a go binary at least as new as go.mod asks?
+  local v
+  v=$("$1" env GOVERSION 2>/dev/null | sed 's/^go//') || return 1
+  [ "$(printf '%s\n%s\n' "$want" "$v" | sort -V | head -1)" = "$want" ]
+}
+
+gobin=""
+for cand in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go "$PWD/.cache/go/bin/go"; do
+  if [ -n "$cand" ] && [ -x "$cand" ] && have_ok "$cand"; then gobin=$cand; break; fi
+done
+
+if [ -z "$gobin" ]; then
+  # The Go toolchain is published as a module on the Go module proxy.
+  for tool in curl unzip; do
+    if ! command -v "$tool" >/dev/null; then
+      sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+      $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "$tool" >&2
+    fi
+  done
+  arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+  proxy=$(echo "${GOPROXY:-https://proxy.golang.org}" | cut -d, -f1)
+  zip=".cache/go-$want.zip"
+  mkdir -p .cache
+  echo "deps: downloading Go $want from the module proxy" >&2
+  curl -fsSL -o "$zip" "$proxy/golang.org/toolchain/@v/v0.0.1-go$want.linux-$arch.zip"
+  rm -rf .cache/go .cache/go-unpack && mkdir -p .cache/go-unpack
+  unzip -q "$zip" -d .cache/go-unpack
+  mv ".cache/go-unpack/golang.org/toolchain@v0.0.1-go$want.linux-$arch" .cache/go
+  chmod +x .cache/go/bin/* .cache/go/pkg/tool/*/* 2>/dev/null || true
+  rm -rf .cache/go-unpack "$zip"
+  gobin="$PWD/.cache/go/bin/go"
+fi
+
+"$gobin" mod download >&2
+dirname "$gobin"

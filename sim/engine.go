@@ -1,0 +1,358 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// ErrStopped is reported for requests that the engine dropped because Run ended, and by
+// Submit once it has.
+var ErrStopped = errors.New("sim: engine stopped")
+
+// ErrTooLong is returned by Submit when prompt plus max tokens exceed the model length.
+var ErrTooLong = errors.New("sim: request exceeds the maximum model length")
+
+// Config configures one replica's engine.
+type Config struct {
+	Model   string  // served model name, also the model_name metric label
+	Profile Profile // see LookupProfile
+	Seed    uint64  // seeds the step-time jitter
+	// DisablePrefixCaching turns the prefix cache off (it is on by default, as in vLLM V1).
+	DisablePrefixCaching bool
+	// TimeScale multiplies every step time; 0 means 1. Below 1 it runs a replica faster than
+	// the hardware it models, for demos and end-to-end tests.
+	TimeScale float64
+}
+
+// Request is one generation request.
+type Request struct {
+	Prompt    Prompt
+	MaxTokens int // exactly this many tokens are generated (the simulator never stops early)
+}
+
+// Progress is a request's state as last published by the engine. Times are on the engine's
+// clock.
+type Progress struct {
+	PromptTokens int
+	CachedTokens int // prompt tokens served from the prefix cache at first admission
+	Generated    int
+	Arrived      time.Time
+	Scheduled    time.Time // first admitted into the running batch; zero while waiting
+	FirstToken   time.Time
+	LastToken    time.Time
+	Done         bool  // all tokens generated, or dropped (then Err is set)
+	Err          error // why the engine dropped the request
+}
+
+// Handle follows one submitted request. Its methods are safe for concurrent use.
+type Handle struct {
+	changed chan struct{}
+	mu      sync.Mutex
+	p       Progress
+	stop    func() bool // deregisters the cancellation hook
+}
+
+// Changed is signalled, coalesced, whenever Progress changes. A consumer that drains it and
+// then reads Progress never misses the final state.
+func (h *Handle) Changed() <-chan struct{} { return h.changed }
+
+// Progress returns the latest published state.
+func (h *Handle) Progress() Progress {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.p
+}
+
+// Wait blocks until the request is done or ctx ends.
+func (h *Handle) Wait(ctx context.Context) (Progress, error) {
+	for {
+		p := h.Progress()
+		if p.Done {
+			return p, p.Err
+		}
+		select {
+		case <-h.changed:
+		case <-ctx.Done():
+			return h.Progress(), fmt.Errorf("waiting for request: %w", ctx.Err())
+		}
+	}
+}
+
+func (h *Handle) publish(update func(*Progress)) {
+	h.mu.Lock()
+	update(&h.p)
+	done := h.p.Done
+	h.mu.Unlock()
+	if done && h.stop != nil {
+		h.stop()
+	}
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot is the engine state that /metrics reports. Counters are cumulative.
+type Snapshot struct {
+	Running            int
+	Waiting            int
+	KVCacheUsage       float64 // 0..1, as vLLM's kv_cache_usage_perc
+	NumGPUBlocks       int
+	FreeBlocks         int // including cached blocks that no request references
+	PrefixCacheQueries int64
+	PrefixCacheHits    int64
+	Preemptions        int64
+	PromptTokens       int64
+	GenerationTokens   int64
+	Steps              int64
+}
+
+// Engine simulates one vLLM replica's engine core. Submit and Snapshot may be called from
+// any goroutine; Run drives the step loop and must be called exactly once.
+type Engine struct {
+	cfg     Config
+	clk     clock.Clock
+	seed    maphash.Seed
+	metrics *metrics
+	wake    chan struct{}
+	started atomic.Bool
+
+	mu      sync.Mutex // guards everything below
+	core    *core
+	rng     *rand.Rand
+	aborts  []*seq
+	nextID  uint64
+	stopped bool
+}
+
+// New builds an engine on clk (clock.RealClock{} in production). It does not start it.
+func New(cfg Config, clk clock.Clock) (*Engine, error) {
+	if err := cfg.Profile.Validate(); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if cfg.TimeScale < 0 {
+		return nil, fmt.Errorf("sim: negative time scale %v", cfg.TimeScale)
+	}
+	if cfg.TimeScale == 0 {
+		cfg.TimeScale = 1
+	}
+	if cfg.Model == "" {
+		return nil, errors.New("sim: model name is required")
+	}
+	e := &Engine{
+		cfg:  cfg,
+		clk:  clk,
+		seed: maphash.MakeSeed(),
+		wake: make(chan struct{}, 1),
+		core: newCore(cfg.Profile, !cfg.DisablePrefixCaching),
+		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	}
+	e.metrics = newMetrics(e)
+	return e, nil
+}
+
+// Config returns the engine's configuration, with defaults filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Clock returns the engine's clock, so that servers stamp responses on the same time line.
+func (e *Engine) Clock() clock.Clock { return e.clk }
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Submit queues a request. The engine drops it, freeing its blocks, once ctx is done; ctx is
+// normally the HTTP request's context, so a vanished client costs nothing further.
+func (e *Engine) Submit(ctx context.Context, req Request) (*Handle, error) {
+	pt := req.Prompt.Tokens()
+	switch {
+	case pt < 1:
+		return nil, errors.New("sim: empty prompt")
+	case req.MaxTokens < 1:
+		return nil, fmt.Errorf("sim: max tokens %d < 1", req.MaxTokens)
+	case pt+req.MaxTokens > e.cfg.Profile.MaxModelLen:
+		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, pt, req.MaxTokens, e.cfg.Profile.MaxModelLen)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sim: submit: %w", err)
+	}
+	hashes := req.Prompt.blockHashes(e.seed) // outside the lock: it reads the whole prompt
+	now := e.clk.Now()
+	h := &Handle{changed: make(chan struct{}, 1)}
+	h.p = Progress{PromptTokens: pt, Arrived: now}
+	s := &seq{prompt: pt, maxTokens: req.MaxTokens, hashes: hashes, handle: h, arrived: now}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return nil, ErrStopped
+	}
+	e.nextID++
+	s.id = e.nextID
+	e.core.waiting = append(e.core.waiting, s)
+	// Registered under e.mu, which the engine holds whenever it publishes, so the engine
+	// always sees stop set. The hook itself runs on its own goroutine and takes e.mu then.
+	h.stop = context.AfterFunc(ctx, func() {
+		e.mu.Lock()
+		e.aborts = append(e.aborts, s)
+		e.mu.Unlock()
+		e.signal()
+	})
+	e.signal()
+	return h, nil
+}
+
+// Snapshot returns the current engine state.
+func (e *Engine) Snapshot() Snapshot {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.core
+	return Snapshot{
+		Running:            len(c.running),
+		Waiting:            len(c.waiting),
+		KVCacheUsage:       c.pool.usage(),
+		NumGPUBlocks:       c.pool.numBlocks,
+		FreeBlocks:         c.pool.free,
+		PrefixCacheQueries: c.counters.prefixQueries,
+		PrefixCacheHits:    c.counters.prefixHits,
+		Preemptions:        c.counters.preemptions,
+		PromptTokens:       c.counters.promptTokens,
+		GenerationTokens:   c.counters.generationTokens,
+		Steps:              c.counters.steps,
+	}
+}
+
+// Run executes steps until ctx ends, then drops every pending request with ErrStopped. Each
+// step is planned, its duration is slept on the engine's clock, and its tokens are published
+// at the step's end. With nothing to do it blocks until a request arrives.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.started.CompareAndSwap(false, true) {
+		return errors.New("sim: Run called twice")
+	}
+	var timer clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		e.shutdown()
+	}()
+	for ctx.Err() == nil {
+		e.mu.Lock()
+		now := e.clk.Now()
+		e.applyAborts()
+		plan := e.core.schedule(now)
+		var d time.Duration
+		if len(plan) > 0 {
+			d = e.stepDuration(plan)
+			e.observeAdmitted(now)
+		}
+		e.mu.Unlock()
+
+		if len(plan) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-e.wake:
+			}
+			continue
+		}
+
+		// The timer is reused across steps: one allocation per engine instead of per step.
+		if timer == nil {
+			timer = e.clk.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C():
+		}
+
+		e.mu.Lock()
+		now = e.clk.Now()
+		e.core.complete(now)
+		e.publishEmitted(now)
+		e.mu.Unlock()
+	}
+	return nil
+}
+
+func (e *Engine) stepDuration(plan []chunk) time.Duration {
+	us := e.core.stepMicros(plan)
+	if j := e.cfg.Profile.Jitter; j > 0 {
+		us *= 1 + j*(2*e.rng.Float64()-1)
+	}
+	us *= e.cfg.TimeScale
+	return time.Duration(us * float64(time.Microsecond))
+}
+
+func (e *Engine) applyAborts() {
+	for _, s := range e.aborts {
+		if e.core.abort(s) {
+			s.handle.publish(func(p *Progress) {
+				p.Done = true
+				p.Err = fmt.Errorf("request %d cancelled: %w", s.id, context.Canceled)
+			})
+		}
+	}
+	clear(e.aborts)
+	e.aborts = e.aborts[:0]
+}
+
+func (e *Engine) observeAdmitted(now time.Time) {
+	for _, s := range e.core.admitted {
+		e.metrics.queueTime.Observe(now.Sub(s.arrived).Seconds())
+		at := s.scheduledAt
+		s.handle.publish(func(p *Progress) { p.Scheduled = at })
+	}
+}
+
+func (e *Engine) publishEmitted(now time.Time) {
+	m := e.metrics
+	for _, s := range e.core.emitted {
+		if s.generated == 1 {
+			m.ttft.Observe(now.Sub(s.arrived).Seconds())
+		} else {
+			m.itl.Observe(s.lastTokenAt.Sub(s.prevTokenAt).Seconds())
+		}
+		done := s.state == stateFinished
+		if done {
+			m.e2e.Observe(now.Sub(s.arrived).Seconds())
+		}
+		gen, cached, first := s.generated, s.cached, s.firstTokenAt
+		s.handle.publish(func(p *Progress) {
+			p.Generated = gen
+			p.CachedTokens = cached
+			p.FirstToken = first
+			p.LastToken = now
+			p.Done = done
+		})
+	}
+}
+
+func (e *Engine) shutdown() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stopped = true
+	c := e.core
+	pending := append(append([]*seq(nil), c.running...), c.waiting...)
+	for _, s := range pending {
+		c.abort(s)
+		s.handle.publish(func(p *Progress) {
+			p.Done = true
+			p.Err = ErrStopped
+		})
+	}
+}
