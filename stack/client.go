@@ -1,0 +1,130 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/augur-llm/augur/sim"
+)
+
+// NewClient returns an OpenAI client for the stack's gateway. Retries are off so every call is
+// exactly one request through the gateway.
+func (s *Stack) NewClient() openai.Client {
+	return openai.NewClient(option.WithBaseURL(s.GatewayURL), option.WithAPIKey("augur-local"), option.WithMaxRetries(0))
+}
+
+// Result is one request as the client saw it.
+type Result struct {
+	// Replica is the simulated replica that answered (its x-sim-replica header).
+	Replica string
+	Status  int
+	Content string
+	// TTFT is from sending the request to the first chunk with generated text (streaming only).
+	TTFT time.Duration
+	// TPOT is (last token time - first token time) / (completion tokens - 1) (streaming only).
+	TPOT time.Duration
+	E2E  time.Duration
+	// ErrMessage is the error message the server sent, when it answered with an error.
+	ErrMessage       string
+	PromptTokens     int
+	CompletionTokens int
+	CachedTokens     int
+	Err              error
+}
+
+// StreamChat sends a streaming chat request and measures it from the client's side.
+func StreamChat(ctx context.Context, c openai.Client, p openai.ChatCompletionNewParams, opts ...option.RequestOption) Result {
+	var r Result
+	var resp *http.Response
+	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	start := time.Now()
+	stream := c.Chat.Completions.NewStreaming(ctx, p, append(opts, option.WithResponseInto(&resp))...)
+	defer stream.Close()
+	var sb strings.Builder
+	var first, last time.Time
+	for stream.Next() {
+		ch := stream.Current()
+		now := time.Now()
+		for _, choice := range ch.Choices {
+			if choice.Delta.Content != "" {
+				if first.IsZero() {
+					first = now
+				}
+				last = now
+				sb.WriteString(choice.Delta.Content)
+			}
+		}
+		if ch.Usage.CompletionTokens > 0 || ch.Usage.PromptTokens > 0 {
+			r.PromptTokens = int(ch.Usage.PromptTokens)
+			r.CompletionTokens = int(ch.Usage.CompletionTokens)
+			r.CachedTokens = int(ch.Usage.PromptTokensDetails.CachedTokens)
+		}
+	}
+	r.E2E = time.Since(start)
+	r.Err = stream.Err()
+	r.fromResponse(resp)
+	r.Content = sb.String()
+	if !first.IsZero() {
+		r.TTFT = first.Sub(start)
+		if r.CompletionTokens > 1 {
+			r.TPOT = last.Sub(first) / time.Duration(r.CompletionTokens-1)
+		}
+	}
+	return r
+}
+
+// Chat sends a non-streaming chat request.
+func Chat(ctx context.Context, c openai.Client, p openai.ChatCompletionNewParams, opts ...option.RequestOption) Result {
+	var r Result
+	var resp *http.Response
+	start := time.Now()
+	out, err := c.Chat.Completions.New(ctx, p, append(opts, option.WithResponseInto(&resp))...)
+	r.E2E = time.Since(start)
+	r.Err = err
+	r.fromResponse(resp)
+	if err == nil {
+		if len(out.Choices) > 0 {
+			r.Content = out.Choices[0].Message.Content
+		}
+		r.PromptTokens = int(out.Usage.PromptTokens)
+		r.CompletionTokens = int(out.Usage.CompletionTokens)
+		r.CachedTokens = int(out.Usage.PromptTokensDetails.CachedTokens)
+	}
+	return r
+}
+
+// Complete sends a non-streaming completions request.
+func Complete(ctx context.Context, c openai.Client, p openai.CompletionNewParams, opts ...option.RequestOption) Result {
+	var r Result
+	var resp *http.Response
+	start := time.Now()
+	out, err := c.Completions.New(ctx, p, append(opts, option.WithResponseInto(&resp))...)
+	r.E2E = time.Since(start)
+	r.Err = err
+	r.fromResponse(resp)
+	if err == nil {
+		if len(out.Choices) > 0 {
+			r.Content = out.Choices[0].Text
+		}
+		r.PromptTokens = int(out.Usage.PromptTokens)
+		r.CompletionTokens = int(out.Usage.CompletionTokens)
+	}
+	return r
+}
+
+func (r *Result) fromResponse(resp *http.Response) {
+	var apiErr *openai.Error
+	if errors.As(r.Err, &apiErr) {
+		r.Status, r.ErrMessage = apiErr.StatusCode, apiErr.Message
+	}
+	if resp != nil {
+		r.Status = resp.StatusCode
+		r.Replica = resp.Header.Get(sim.HeaderReplica)
+	}
+}
