@@ -1,0 +1,105 @@
+package picker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/pool"
+)
+
+func TestShippedConfigLoads(t *testing.T) {
+	// The README tells users to run the picker with this file, from the repository root.
+	t.Chdir("..")
+	cfg, err := LoadConfig("deploy/local/epp.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(cfg, Options{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Pool.Replicas()); n != 4 {
+		t.Errorf("%d endpoints, want 4", n)
+	}
+	if got := p.Config(); time.Duration(got.ScrapeInterval) != 50*time.Millisecond || *got.Fallbacks != 2 {
+		t.Errorf("config %+v", got)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ yaml, want string }{
+		{"grpcAdress: x\n", `unknown field "grpcAdress"`},
+		{"scrapeInterval: fast\n", "duration"},
+		{"scrapeInterval: 50\n", "duration"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "no endpoints"},
+		{Config{EndpointsFile: "x", Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}}, "not both"},
+		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "nohost"}}}, "not ip:port"},
+	} {
+		if _, err := New(tc.cfg, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v): err %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestServeExposesMetricsAndDrains(t *testing.T) {
+	p, err := New(Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, DrainTimeout: Duration(time.Second)},
+		Options{Clock: clock.RealClock{}, Log: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	glis, _ := net.Listen("tcp", "127.0.0.1:0")
+	mlis, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, glis, mlis) }()
+	var body string
+	for range 100 {
+		resp, err := http.Get("http://" + mlis.Addr().String() + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, name := range []string{"augur_decision_duration_seconds", "augur_inflight_requests{endpoint=\"a\"}", "augur_endpoint_metrics_fresh{endpoint=\"a\"} 0"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+}
