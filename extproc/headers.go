@@ -54,7 +54,6 @@ type requestHeaders struct {
 	fairnessID string
 	sloTTFT    time.Duration
 	sloTPOT    time.Duration
-	clientDest bool // the client sent its own destination header
 }
 
 // readHeaders extracts the picker's inputs from Envoy's header map. Errors are client errors.
@@ -71,8 +70,6 @@ func readHeaders(hm *corev3.HeaderMap) (requestHeaders, error) {
 			rh.requestID = headerValue(h)
 		case HeaderSessionID:
 			rh.sessionID = headerValue(h)
-		case HeaderDestination:
-			rh.clientDest = true
 		default:
 			if pick(k, headersSLOTTFT, &ttftName) {
 				ttft = headerValue(h)

@@ -32,12 +32,15 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metada
 	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}})
 	if h.GetEndOfStream() {
-		x.complete()
+		x.complete(x.s.cfg.Clock.Now())
 	}
 	return err
 }
 
 func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
+	// The arrival time is read before forwarding, so a Send held up by flow control towards a
+	// slow client does not shift the token timestamps.
+	now := x.s.cfg.Clock.Now()
 	// Pass the chunk on first: measuring must never delay the client's tokens.
 	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
@@ -46,34 +49,68 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
 			}},
 		}},
 	}})
-	now := x.s.cfg.Clock.Now()
 	if x.sse {
 		hadFirst := !x.reader.FirstToken.IsZero()
 		x.reader.Feed(b.GetBody(), now)
 		if !hadFirst && !x.reader.FirstToken.IsZero() && x.lease != nil {
 			x.lease.FirstToken()
 		}
-	} else if len(x.respBody)+len(b.GetBody()) <= maxResponseBodyKept {
-		x.respBody = append(x.respBody, b.GetBody()...)
+	} else if !x.respOverflow {
+		if len(x.respBody)+len(b.GetBody()) > maxResponseBodyKept {
+			x.respOverflow, x.respBody = true, nil // usage is lost, not misread from a cut body
+		} else {
+			x.respBody = append(x.respBody, b.GetBody()...)
+		}
 	}
-	if b.GetEndOfStream() {
-		x.complete()
+	// Clients close the connection as soon as they read [DONE], often before the gateway sees
+	// the end of the body; the response is complete at [DONE] either way.
+	if b.GetEndOfStream() || x.reader.Done {
+		x.complete(now)
 	}
 	return err
 }
 
 // complete records a request whose response ended.
-func (x *exchange) complete() {
+func (x *exchange) complete(now time.Time) {
 	if x.done || !x.decided {
 		return
 	}
-	now := x.s.cfg.Clock.Now()
-	c := &x.compl
-	c.Status = x.respStatus
-	c.Outcome = OutcomeOK
+	x.compl.Outcome = OutcomeOK
 	if x.respStatus >= 400 {
-		c.Outcome = OutcomeUpstreamError
+		x.compl.Outcome = OutcomeUpstreamError
 	}
+	if !x.sse {
+		if u, ok := parseCompletionUsage(x.respBody); ok {
+			x.compl.Usage, x.compl.HasUsage, x.compl.OutputTokens = u, true, u.CompletionTokens
+		}
+	}
+	x.end(now)
+}
+
+// finish runs when the stream ends: a routed request that did not complete was cancelled
+// (client gone, gateway error) and must still release its replica; what was measured of its
+// stream is kept.
+func (x *exchange) finish() {
+	if x.done || !x.decided {
+		return
+	}
+	x.compl.Outcome = OutcomeCancelled
+	x.end(x.s.cfg.Clock.Now())
+}
+
+// end releases the replica and reports the completion.
+func (x *exchange) end(now time.Time) {
+	x.done = true
+	x.lease.Release()
+	c := &x.compl
+	r := &x.req
+	c.RequestID, c.Model, c.Objective, c.FairnessID = r.ID, r.Model, r.Objective, r.FairnessID
+	c.SLO, c.Stream, c.PromptTokens, c.MaxTokens = r.SLO, r.Stream, r.PromptTokens, r.MaxTokens
+	c.Target = x.lease.Replica().Endpoint
+	c.Features = x.features
+	c.Received = x.received
+	c.Status = x.respStatus
+	c.E2E = now.Sub(c.Dispatched)
 	if x.sse {
 		x.reader.Close(now)
 		c.Usage, c.HasUsage = x.reader.Usage, x.reader.HasUsage
@@ -84,39 +121,7 @@ func (x *exchange) complete() {
 				c.TPOT = x.reader.LastToken.Sub(x.reader.FirstToken) / time.Duration(c.OutputTokens-1)
 			}
 		}
-	} else if u, ok := parseCompletionUsage(x.respBody); ok {
-		c.Usage, c.HasUsage, c.OutputTokens = u, true, u.CompletionTokens
 	}
-	c.E2E = now.Sub(c.Dispatched)
-	x.end()
-}
-
-// finish runs when the stream ends: a routed request that did not complete was cancelled
-// (client gone, gateway error) and must still release its replica.
-func (x *exchange) finish() {
-	if x.done || !x.decided {
-		return
-	}
-	x.compl.Outcome = OutcomeCancelled
-	x.compl.Status = x.respStatus
-	x.compl.E2E = x.s.cfg.Clock.Now().Sub(x.compl.Dispatched)
-	if !x.reader.FirstToken.IsZero() {
-		x.compl.TTFT = x.reader.FirstToken.Sub(x.compl.Dispatched)
-	}
-	x.compl.OutputTokens = x.reader.OutputTokens()
-	x.end()
-}
-
-func (x *exchange) end() {
-	x.done = true
-	x.lease.Release()
-	c := &x.compl
-	r := &x.req
-	c.RequestID, c.Model, c.Objective, c.FairnessID = r.ID, r.Model, r.Objective, r.FairnessID
-	c.SLO, c.Stream, c.PromptTokens, c.MaxTokens = r.SLO, r.Stream, r.PromptTokens, r.MaxTokens
-	c.Target = x.lease.Replica().Endpoint
-	c.Features = x.features
-	c.Received = x.received
 	x.s.cfg.Metrics.completed(c)
 	if x.s.cfg.Observe != nil {
 		x.s.cfg.Observe(*c)

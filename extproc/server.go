@@ -128,6 +128,7 @@ const (
 	OutcomeTooLarge      Outcome = "too_large"
 	OutcomeNoEndpoints   Outcome = "no_endpoints"
 	OutcomeShuttingDown  Outcome = "shutting_down"
+	OutcomeInternal      Outcome = "internal_error"
 )
 
 // Completion is one routed request as observed from decision to end.
@@ -183,8 +184,7 @@ type exchange struct {
 	hdrs     requestHeaders
 	md       *corev3.Metadata
 	body     []byte
-	chunks   []int // end offsets of the request body chunks, to replay them as they came
-	trailers bool  // request trailers ended the body
+	trailers bool // request trailers ended the body
 	// bodyStreamed is set once a body message arrived (the headers did not end the stream).
 	bodyStreamed bool
 
@@ -194,11 +194,12 @@ type exchange struct {
 	features scheduler.Candidate
 	compl    Completion
 
-	respStatus int
-	sse        bool
-	reader     SSEReader
-	respBody   []byte
-	done       bool
+	respStatus   int
+	sse          bool
+	reader       SSEReader
+	respBody     []byte // a non-streaming response, kept to read its usage
+	respOverflow bool   // respBody grew past maxResponseBodyKept and was dropped
+	done         bool
 }
 
 func (x *exchange) run() error {
@@ -228,7 +229,7 @@ func (x *exchange) run() error {
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
 			err = x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
 				ResponseTrailers: &extprocv3.TrailersResponse{}}})
-			x.complete()
+			x.complete(x.s.cfg.Clock.Now())
 		default:
 			// Unknown message kinds come from newer Envoys; ignoring keeps us compatible.
 		}
@@ -276,10 +277,7 @@ func (x *exchange) onRequestBody(b *extprocv3.HttpBody) (bool, error) {
 	if len(x.body)+len(b.GetBody()) > x.s.cfg.MaxBodyBytes {
 		return x.reject(413, OutcomeTooLarge, "", fmt.Sprintf("request body is larger than the limit of %d bytes", x.s.cfg.MaxBodyBytes))
 	}
-	if len(b.GetBody()) > 0 {
-		x.body = append(x.body, b.GetBody()...)
-		x.chunks = append(x.chunks, len(x.body))
-	}
+	x.body = append(x.body, b.GetBody()...)
 	if b.GetEndOfStream() {
 		return x.decide()
 	}
@@ -307,7 +305,9 @@ func (x *exchange) decide() (bool, error) {
 		FairnessID: x.hdrs.fairnessID,
 		SessionID:  x.hdrs.sessionID,
 	}
-	if len(x.body) > 0 {
+	if x.bodyStreamed {
+		// A request that came with a body is an inference request, even an empty one: it must
+		// parse. Only bodiless requests (GET /v1/models) are routed without one.
 		b, err := ParseBody(x.hdrs.path, x.body)
 		if err != nil {
 			return x.reject(400, OutcomeBadRequest, "", err.Error())
@@ -328,7 +328,7 @@ func (x *exchange) decide() (bool, error) {
 		if errors.Is(err, scheduler.ErrNoEndpoints) {
 			return x.reject(503, OutcomeNoEndpoints, "rejected-no-endpoints", err.Error())
 		}
-		return x.reject(500, OutcomeNoEndpoints, "", "scheduling failed: "+err.Error())
+		return x.reject(500, OutcomeInternal, "", "scheduling failed: "+err.Error())
 	}
 	primary := res.Targets[0]
 	x.req, x.features = req, primary
@@ -362,20 +362,30 @@ func (x *exchange) decide() (bool, error) {
 	x.compl.DecisionLatency = now.Sub(start)
 	x.s.cfg.Metrics.decision(x.compl.DecisionLatency)
 
-	// Replay the body as it came, so the gateway streams it upstream unchanged.
-	prev := 0
-	for i, end := range x.chunks {
-		last := i == len(x.chunks)-1 && !x.trailers
-		if err := x.sendRequestBody(x.body[prev:end], last); err != nil {
-			return true, err
-		}
-		prev = end
+	return false, x.replayBody()
+}
+
+// replayChunk is the largest piece of the request body sent back in one message: big enough
+// that a body of tiny client writes costs few messages, small enough to stream.
+const replayChunk = 64 << 10
+
+// replayBody sends the buffered body back for the gateway to forward upstream.
+func (x *exchange) replayBody() error {
+	if !x.bodyStreamed {
+		return nil
 	}
-	if len(x.chunks) == 0 && x.bodyStreamed && !x.trailers {
+	if len(x.body) == 0 && !x.trailers {
 		// An empty body still needs its end of stream passed on.
-		return false, x.sendRequestBody(nil, true)
+		return x.sendRequestBody(nil, true)
 	}
-	return false, nil
+	for off := 0; off < len(x.body); off += replayChunk {
+		end := min(off+replayChunk, len(x.body))
+		// With trailers, the trailers end the stream, not the body.
+		if err := x.sendRequestBody(x.body[off:end], end == len(x.body) && !x.trailers); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (x *exchange) sendRequestBody(b []byte, eos bool) error {

@@ -3,6 +3,8 @@ package extproc
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -282,7 +284,13 @@ func TestServedFallbackMovesLoad(t *testing.T) {
 
 func immediate(t *testing.T, s extprocv3.ExternalProcessor_ProcessClient, msgs ...*extprocv3.ProcessingRequest) (int, map[string]string, string) {
 	t.Helper()
-	send(t, s, msgs...)
+	for _, m := range msgs {
+		// The picker may answer and end the stream before the body is sent; gRPC reports that
+		// as io.EOF on Send, and the answer is then read with Recv.
+		if err := s.Send(m); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("send: %v", err)
+		}
+	}
 	ir := recv(t, s).GetImmediateResponse()
 	if ir == nil {
 		t.Fatal("want an immediate response")
@@ -418,9 +426,8 @@ func TestCancelledStreamReleasesInFlight(t *testing.T) {
 	send(t, s, respBody(`data: {"choices":[{"delta":{"content":"abcd"}}]}`+"\n\n", false))
 	recv(t, s)
 	r := h.pool.Replicas()[0]
-	if l := r.Load(); l.Requests != 1 || l.DecodeRequests != 1 {
-		t.Fatalf("in-flight mid-stream = %+v", l)
-	}
+	// The picker forwards a chunk before reading it, so the accounting can trail the echo.
+	waitLoad(t, r, pool.Load{Requests: 1, DecodeRequests: 1})
 	cancel() // the client went away; Envoy resets the ext_proc stream
 	c := <-h.compl
 	if c.Outcome != OutcomeCancelled {
@@ -468,5 +475,101 @@ func TestHealth(t *testing.T) {
 	h.srv.Drain()
 	if st := check(HealthExtProc); st != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("ext_proc while draining = %v", st)
+	}
+}
+
+func waitLoad(t *testing.T, r *pool.Replica, want pool.Load) {
+	t.Helper()
+	for range 1000 {
+		if r.Load() == want {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%s: in-flight %+v, want %+v", r.Name, r.Load(), want)
+}
+
+// A client closes the connection once it has read [DONE]; the gateway then resets the stream
+// before the body's end reaches the picker. The request still completed.
+func TestDoneWithoutEndOfStreamCompletes(t *testing.T) {
+	h := newHarness(t, 1)
+	s, cancel := h.stream()
+	decision(t, s, reqHeaders(false), reqBody(chatBody, true))
+	send(t, s, respHeaders(200, "text/event-stream; charset=utf-8", ""))
+	recv(t, s)
+	for i, chunk := range []string{
+		`data: {"choices":[{"delta":{"content":"abcd"}}]}` + "\n\n",
+		`data: {"choices":[{"delta":{"content":"efgh"}}]}` + "\n\n",
+		`data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}` + "\n\ndata: [DONE]\n\n",
+	} {
+		h.clk.Step(time.Duration(10*(i+1)) * time.Millisecond)
+		send(t, s, respBody(chunk, false))
+		recv(t, s)
+	}
+	cancel()
+	c := <-h.compl
+	if c.Outcome != OutcomeOK || c.TTFT != 10*time.Millisecond || c.TPOT != 20*time.Millisecond || !c.HasUsage || c.OutputTokens != 2 {
+		t.Fatalf("completion %+v", c)
+	}
+	if r := h.pool.Replicas()[0]; r.Load() != (pool.Load{}) {
+		t.Fatalf("in-flight %+v", r.Load())
+	}
+}
+
+func TestEmptyBodyIsABadRequest(t *testing.T) {
+	h := newHarness(t, 1)
+	s, _ := h.stream()
+	code, _, msg := immediate(t, s, reqHeaders(false), reqBody("", true))
+	if code != 400 || !strings.Contains(msg, "JSON") {
+		t.Fatalf("got %d %q", code, msg)
+	}
+}
+
+func TestLargeBodyReplayedInPieces(t *testing.T) {
+	h := newHarness(t, 1)
+	h.srv.cfg.MaxBodyBytes = 1 << 20
+	user := strings.Repeat("abcdefgh", 20000) // 160 kB
+	body := `{"model":"m","messages":[{"role":"user","content":"` + user + `"}]}`
+	msgs := []*extprocv3.ProcessingRequest{reqHeaders(false)}
+	for i := 0; i < len(body); i += 1000 { // many small client writes
+		msgs = append(msgs, reqBody(body[i:min(i+1000, len(body))], false))
+	}
+	msgs = append(msgs, reqBody("", true))
+	s, _ := h.stream()
+	send(t, s, msgs...)
+	recv(t, s) // headers
+	var got strings.Builder
+	pieces := 0
+	for {
+		sr := recv(t, s).GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse()
+		got.Write(sr.GetBody())
+		pieces++
+		if sr.GetEndOfStream() {
+			break
+		}
+	}
+	if got.String() != body || pieces != (len(body)+replayChunk-1)/replayChunk {
+		t.Fatalf("replayed %d bytes in %d pieces; want %d bytes in %d", got.Len(), pieces, len(body), (len(body)+replayChunk-1)/replayChunk)
+	}
+}
+
+func TestOversizedJSONResponseKeepsNoUsage(t *testing.T) {
+	h := newHarness(t, 1)
+	s, _ := h.stream()
+	decision(t, s, reqHeaders(false), reqBody(`{"model":"m","messages":[{"role":"user","content":"x"}]}`, true))
+	send(t, s, respHeaders(200, "application/json", ""))
+	recv(t, s)
+	send(t, s, respBody(`{"choices":[{"text":"`, false))
+	recv(t, s)
+	for range maxResponseBodyKept / (1 << 20) { // Envoy passes bodies on in pieces
+		send(t, s, respBody(strings.Repeat("y", 1<<20), false))
+		recv(t, s)
+	}
+	send(t, s, respBody(`y"}],`, false))
+	recv(t, s)
+	send(t, s, respBody(`"usage":{"prompt_tokens":1,"completion_tokens":9}}`, true))
+	recv(t, s)
+	if c := <-h.compl; c.HasUsage || c.Outcome != OutcomeOK {
+		t.Fatalf("completion %+v: a cut body must not yield usage", c)
 	}
 }

@@ -77,8 +77,24 @@ func FuzzSSEReader(f *testing.F) {
 			whole.Done != parts.Done || whole.BadEvents != parts.BadEvents {
 			t.Fatalf("whole %+v != split at %d %+v", whole, s, parts)
 		}
-		if whole.OutputTokens() < 0 && !whole.HasUsage {
-			t.Fatalf("negative token count %d", whole.OutputTokens())
+		// Every counted token needs at least one byte of generated text or a tool-call delta.
+		if whole.CountedTokens > len(data) {
+			t.Fatalf("%d tokens counted from %d bytes", whole.CountedTokens, len(data))
+		}
+		if (whole.CountedTokens > 0) != !whole.FirstToken.IsZero() {
+			t.Fatalf("tokens %d but first-token time %v", whole.CountedTokens, whole.FirstToken)
 		}
 	})
+}
+
+// BenchmarkSSEReaderChunk is the picker's cost per streamed chunk of a vLLM chat response
+// (one token per chunk, as vLLM streams by default).
+func BenchmarkSSEReaderChunk(b *testing.B) {
+	chunk := []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" the"},"logprobs":null,"finish_reason":null}]}` + "\n\n")
+	var r SSEReader
+	now := time.Unix(0, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Feed(chunk, now)
+	}
 }

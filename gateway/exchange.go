@@ -479,6 +479,7 @@ func (x *exchange) writeHeader(h headerList) {
 		}
 		dst.Add(f.name, f.value)
 	}
+	x.closeIfBodyUnread()
 	x.w.WriteHeader(status)
 	x.wroteHeader = true
 	if err := x.rc.Flush(); err != nil {
@@ -541,8 +542,19 @@ func (x *exchange) fail(err error) {
 		code = http.StatusBadRequest
 	}
 	x.log.Warn("request failed", "status", code, "error", err)
+	x.closeIfBodyUnread()
 	writeError(x.w, code, err.Error())
 	x.wroteHeader = true
+}
+
+// closeIfBodyUnread asks net/http to close the connection after this response
+// when the client's body has not been read to its end: the unread bytes would
+// otherwise be parsed as the next request on a kept-alive connection. Envoy
+// closes HTTP/1.1 connections after such early replies too.
+func (x *exchange) closeIfBodyUnread() {
+	if x.hasReqBody && !x.reqBodyEOF.Load() {
+		x.w.Header().Set("Connection", "close")
+	}
 }
 
 // next waits for the picker's next message for the main goroutine.
@@ -879,7 +891,10 @@ func (x *exchange) releaseRequestBody() {
 		default:
 		}
 	}
-	if running || !x.reqBodyEOF.Load() {
+	// Interrupt only a read still blocked on the client. Once the body reached
+	// EOF, net/http's own background read owns the connection, and a past
+	// deadline would make it cancel every later request on the connection.
+	if !x.reqBodyEOF.Load() {
 		if err := x.rc.SetReadDeadline(time.Now()); err != nil {
 			x.log.Debug("cannot interrupt the request body reader", "error", err)
 			if running {

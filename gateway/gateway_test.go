@@ -874,3 +874,59 @@ func TestImmediateResponseWhileClientStillUploads(t *testing.T) {
 		t.Errorf("status = %d, upstream hits = %d", resp.StatusCode, up.hits.Load())
 	}
 }
+
+// TestKeepAliveAfterImmediateResponse reuses one client connection for requests the picker
+// rejects and requests it routes: an early answer must not leave the connection in a state
+// where the next request is cancelled or misparsed.
+func TestKeepAliveAfterImmediateResponse(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newFakePicker(func(_ map[string]string, body []byte) decision {
+		if strings.Contains(string(body), "reject") {
+			return decision{immediate: &extprocv3.ImmediateResponse{
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest}, Body: []byte("rejected")}}
+		}
+		return decision{dest: up.addr}
+	})
+	gw, _ := startGateway(t, gateway.Config{Picker: startPicker(t, p)})
+	c := client()
+	for i := range 100 {
+		reject := i%2 == 0
+		body := `{"model":"m","prompt":"ok"}`
+		if reject {
+			body = `{"model":"m","prompt":"reject"}`
+		}
+		resp, err := c.Post(gw.URL+"/v1/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want, wantBody := http.StatusOK, `{"ok":true}`
+		if reject {
+			want, wantBody = http.StatusBadRequest, "rejected"
+		}
+		if resp.StatusCode != want || string(got) != wantBody {
+			t.Fatalf("request %d: got %d %q, want %d %q", i, resp.StatusCode, got, want, wantBody)
+		}
+	}
+}
+
+// TestEarlyAnswerClosesConnection: when the gateway answers before the client's body ended,
+// the unread rest must not be parsed as the next request, so the connection closes.
+func TestEarlyAnswerClosesConnection(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newFakePicker(routeTo(up.addr))
+	p.rejectEarly = &extprocv3.ImmediateResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_PayloadTooLarge}}
+	gw, _ := startGateway(t, gateway.Config{Picker: startPicker(t, p)})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = io.WriteString(pw, `{"model":"m","prompt":"`) }()
+	resp, err := client().Post(gw.URL+"/v1/completions", "application/json", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !resp.Close {
+		t.Error("an answer sent before the request body ended must close the connection")
+	}
+}

@@ -65,7 +65,8 @@ type Load struct {
 	// Requests dispatched and not finished.
 	Requests int64
 	// PrefillTokens is the prompt tokens of dispatched requests whose first token has not
-	// been seen yet: work the replica still has to prefill.
+	// been seen yet: work the replica still has to prefill. A non-streaming response shows no
+	// first token, so its prompt counts here until it completes.
 	PrefillTokens int64
 	// DecodeRequests is dispatched requests that are generating (first token seen).
 	DecodeRequests int64
@@ -143,8 +144,10 @@ func (l *Lease) FirstToken() {
 	defer l.mu.Unlock()
 	if l.state == leaseDispatched {
 		l.state = leaseDecoding
-		l.replica.prefillTokens.Add(-l.prompt)
+		// Readers load the counters one by one: add before subtracting, so a reader caught
+		// in between over-counts the work rather than missing it.
 		l.replica.decoding.Add(1)
+		l.replica.prefillTokens.Add(-l.prompt)
 	}
 }
 
@@ -175,13 +178,13 @@ func (l *Lease) MoveTo(r *Replica) {
 	if r == nil || r == l.replica || l.state == leaseReleased {
 		return
 	}
-	l.unaccount(l.replica)
 	r.requests.Add(1)
 	if l.state == leaseDispatched {
 		r.prefillTokens.Add(l.prompt)
 	} else {
 		r.decoding.Add(1)
 	}
+	l.unaccount(l.replica)
 	l.replica = r
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/sim"
 )
 
@@ -87,6 +88,15 @@ func TestEndToEnd(t *testing.T) {
 	client := s.NewClient()
 	ctx := context.Background()
 	served := map[string]int{}
+
+	// Warm up every hop (client, gateway and upstream connections, the picker's stream) so the
+	// measured requests compare latency, not connection set-up.
+	for i := range len(s.Replicas) {
+		if r := Chat(ctx, client, openai.ChatCompletionNewParams{Model: "sim-llama-8b",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt(1000+i, 10))}, MaxTokens: openai.Int(1)}); r.Err != nil {
+			t.Fatalf("warm-up: %v", r.Err)
+		}
+	}
 
 	t.Run("streaming chat", func(t *testing.T) {
 		for i := range 8 {
@@ -210,9 +220,7 @@ func TestClientDisconnectReleasesInFlight(t *testing.T) {
 		t.Fatalf("stream ended early: %v", stream.Err())
 	}
 	replica := s.Picker.Pool.Replicas()[0]
-	if l := replica.Load(); l.Requests != 1 || l.DecodeRequests != 1 {
-		t.Fatalf("in-flight mid-stream %+v, want one decoding request", l)
-	}
+	waitUntil(t, "one decoding request in flight", func() bool { return replica.Load() == pool.Load{Requests: 1, DecodeRequests: 1} })
 	cancel()
 	stream.Close()
 	c := obs.wait(t, "e2e-cancel")
@@ -222,11 +230,43 @@ func TestClientDisconnectReleasesInFlight(t *testing.T) {
 	if l := replica.Load(); l.Requests != 0 || l.DecodeRequests != 0 || l.PrefillTokens != 0 {
 		t.Errorf("in-flight after the client left: %+v", l)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Replicas[0].Engine.Snapshot().Running != 0 {
+	waitUntil(t, "the replica stops generating for a client that left", func() bool { return s.Replicas[0].Engine.Snapshot().Running == 0 })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the replica kept generating for a client that left")
+			t.Fatalf("not reached in 10 s: %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestConnectionReuseAfterRejection alternates requests the picker rejects at the headers
+// phase (before the body is read) with good ones on one client: every answer must be the
+// right one, whatever the connection went through before.
+func TestConnectionReuseAfterRejection(t *testing.T) {
+	s, _ := startStack(t, Config{Replicas: 1})
+	client := s.NewClient()
+	params := openai.ChatCompletionNewParams{Model: "sim-llama-8b", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(2)}
+	for i := range 150 {
+		var r Result
+		switch i % 3 {
+		case 0:
+			r = Chat(context.Background(), client, params, option.WithHeader("x-slo-ttft-ms", "soon"))
+			if r.Status != 400 || !strings.Contains(r.ErrMessage, "x-slo-ttft-ms") {
+				t.Fatalf("request %d: status %d message %q, want 400 about the header", i, r.Status, r.ErrMessage)
+			}
+		case 1:
+			r = Chat(context.Background(), client, openai.ChatCompletionNewParams{Messages: params.Messages})
+			if r.Status != 400 || !strings.Contains(r.ErrMessage, "model") {
+				t.Fatalf("request %d: status %d message %q, want 400 about the model", i, r.Status, r.ErrMessage)
+			}
+		default:
+			r = Chat(context.Background(), client, params)
+			if r.Err != nil || r.Content != sim.EchoText("hi", 2) {
+				t.Fatalf("request %d: %+v", i, r)
+			}
+		}
 	}
 }
