@@ -155,21 +155,8 @@ func (x *exchange) run() {
 		go x.pumpRequest()
 	}
 
-	resp, err := x.next()
-	if err != nil {
-		x.fail(err)
-		return
-	}
-	if imm := resp.GetImmediateResponse(); imm != nil {
-		x.immediate(imm)
-		return
-	}
-	hr := resp.GetRequestHeaders()
-	if hr == nil {
-		x.fail(fmt.Errorf("%w: expected the answer to the request headers, got %T", errPickerProtocol, resp.GetResponse()))
-		return
-	}
-	if !x.applyPickerMutation(&reqHeaders, hr.GetResponse(), "request headers") {
+	hr, ok := x.headersAnswer((*extprocv3.ProcessingResponse).GetRequestHeaders, "request headers")
+	if !ok || !x.applyPickerMutation(&reqHeaders, hr.GetResponse(), "request headers") {
 		return
 	}
 	if !hr.GetResponse().GetClearRouteCache() {
@@ -387,21 +374,8 @@ func (x *exchange) respond(src responseSource) {
 		go x.pumpResponse(src)
 	}
 
-	resp, err := x.next()
-	if err != nil {
-		x.fail(err)
-		return
-	}
-	if imm := resp.GetImmediateResponse(); imm != nil {
-		x.immediate(imm)
-		return
-	}
-	hr := resp.GetResponseHeaders()
-	if hr == nil {
-		x.fail(fmt.Errorf("%w: expected the answer to the response headers, got %T", errPickerProtocol, resp.GetResponse()))
-		return
-	}
-	if !x.applyPickerMutation(&h, hr.GetResponse(), "response headers") {
+	hr, ok := x.headersAnswer((*extprocv3.ProcessingResponse).GetResponseHeaders, "response headers")
+	if !ok || !x.applyPickerMutation(&h, hr.GetResponse(), "response headers") {
 		return
 	}
 	x.writeHeader(h)
@@ -545,6 +519,26 @@ func (x *exchange) fail(err error) {
 	x.closeIfBodyUnread()
 	writeError(x.w, code, err.Error())
 	x.wroteHeader = true
+}
+
+// headersAnswer waits for the picker's answer to a headers phase. It answers the client
+// itself (an immediate response or an error) and reports false when the exchange ends there.
+func (x *exchange) headersAnswer(get func(*extprocv3.ProcessingResponse) *extprocv3.HeadersResponse, phase string) (*extprocv3.HeadersResponse, bool) {
+	resp, err := x.next()
+	if err != nil {
+		x.fail(err)
+		return nil, false
+	}
+	if imm := resp.GetImmediateResponse(); imm != nil {
+		x.immediate(imm)
+		return nil, false
+	}
+	hr := get(resp)
+	if hr == nil {
+		x.fail(fmt.Errorf("%w: expected the answer to the %s, got %T", errPickerProtocol, phase, resp.GetResponse()))
+		return nil, false
+	}
+	return hr, true
 }
 
 // closeIfBodyUnread asks net/http to close the connection after this response
