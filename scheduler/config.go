@@ -45,6 +45,21 @@ func DefaultRegistry() Registry {
 		"max-score": func(args json.RawMessage, o BuildOptions) (any, error) {
 			return NewMaxScorePicker(o.Seed), decodeArgs(args, &struct{}{})
 		},
+		"round-robin": func(args json.RawMessage, _ BuildOptions) (any, error) {
+			return &RoundRobinPicker{}, decodeArgs(args, &struct{}{})
+		},
+		"prefix": func(args json.RawMessage, _ BuildOptions) (any, error) {
+			var a struct {
+				CapacityBlocks int `json:"capacityBlocks"`
+			}
+			if err := decodeArgs(args, &a); err != nil {
+				return nil, err
+			}
+			if a.CapacityBlocks < 0 {
+				return nil, fmt.Errorf("args: capacityBlocks %d must not be negative", a.CapacityBlocks)
+			}
+			return NewPrefixScorer(a.CapacityBlocks), nil
+		},
 	}
 }
 
@@ -55,6 +70,18 @@ func DefaultProfileConfig() ProfileConfig {
 		Name:    "default",
 		Scorers: []PluginConfig{{Name: "load", Weight: &one}},
 		Picker:  PluginConfig{Name: "max-score"},
+	}
+}
+
+// BuiltinProfiles are named profiles for comparisons: "default" (load only), "round-robin"
+// (the Kubernetes Service baseline) and "prefix-load" (prefix affinity weighed against load).
+func BuiltinProfiles() map[string]ProfileConfig {
+	w := func(v float64) *float64 { return &v }
+	return map[string]ProfileConfig{
+		"default":     DefaultProfileConfig(),
+		"round-robin": {Name: "round-robin", Picker: PluginConfig{Name: "round-robin"}},
+		"prefix-load": {Name: "prefix-load", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
+			Picker: PluginConfig{Name: "max-score"}},
 	}
 }
 

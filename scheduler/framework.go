@@ -29,6 +29,8 @@ type Request struct {
 	Objective  string
 	FairnessID string
 	SessionID  string
+
+	prefixHashes []uint64 // the prompt's chained block hashes, computed once per decision
 }
 
 // Candidate is one replica as seen at decision time: a consistent copy of its state, so every
@@ -59,6 +61,13 @@ type Picker interface {
 	Pick(ctx context.Context, req *Request, cands []Candidate, scores []float64, n int, order []int) []int
 }
 
+// DispatchObserver is implemented by plugins that learn from decisions, such as a prefix
+// index recording which prompts a replica has been sent. The scheduler calls it with the
+// primary target once the decision is made.
+type DispatchObserver interface {
+	Dispatched(ctx context.Context, req *Request, target Candidate)
+}
+
 // WeightedScorer is a scorer and its weight in a profile.
 type WeightedScorer struct {
 	Scorer
@@ -71,6 +80,8 @@ type Profile struct {
 	Filters []Filter
 	Scorers []WeightedScorer
 	Picker  Picker
+
+	observers []DispatchObserver // the plugins above that implement it, found by validate
 }
 
 // ErrNoEndpoints means no replica may serve the request: none is ready, or the gateway's

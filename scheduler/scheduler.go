@@ -61,10 +61,22 @@ func (p *Profile) validate() error {
 	if p.Picker == nil {
 		return fmt.Errorf("profile %q has no picker", p.Name)
 	}
+	p.observers = p.observers[:0]
+	for _, f := range p.Filters {
+		if ob, ok := f.(DispatchObserver); ok {
+			p.observers = append(p.observers, ob)
+		}
+	}
 	for _, ws := range p.Scorers {
 		if !(ws.Weight >= 0) {
 			return fmt.Errorf("profile %q: scorer %q has weight %v, want >= 0", p.Name, ws.Name(), ws.Weight)
 		}
+		if ob, ok := ws.Scorer.(DispatchObserver); ok {
+			p.observers = append(p.observers, ob)
+		}
+	}
+	if ob, ok := p.Picker.(DispatchObserver); ok {
+		p.observers = append(p.observers, ob)
 	}
 	return nil
 }
@@ -126,6 +138,9 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 	res := Result{Targets: make([]Candidate, len(order))}
 	for i, idx := range order {
 		res.Targets[i] = cands[idx]
+	}
+	for _, ob := range prof.observers {
+		ob.Dispatched(ctx, req, res.Targets[0])
 	}
 	return res, nil
 }

@@ -20,7 +20,8 @@ type seq struct {
 	prompt    int // prompt tokens
 	maxTokens int
 	hashes    []uint64 // chained hashes of the prompt's full blocks
-	handle    *Handle
+	handle    *Handle  // real-time engine: where progress is published
+	tag       int      // virtual-time replica: the caller's name for the request
 
 	state       seqState
 	blocks      []int32

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,43 +116,25 @@ type Snapshot struct {
 // Engine simulates one vLLM replica's engine core. Submit and Snapshot may be called from
 // any goroutine; Run drives the step loop and must be called exactly once.
 type Engine struct {
-	cfg     Config
 	clk     clock.Clock
-	seed    maphash.Seed
 	metrics *metrics
 	wake    chan struct{}
 	started atomic.Bool
 
-	mu      sync.Mutex // guards everything below
-	core    *core
-	rng     *rand.Rand
-	aborts  []*seq
-	nextID  uint64
-	stopped bool
+	mu       sync.Mutex // guards everything below, including the machine's state
+	*machine            // configuration, scheduler core, jitter
+	aborts   []*seq
+	nextID   uint64
+	stopped  bool
 }
 
 // New builds an engine on clk (clock.RealClock{} in production). It does not start it.
 func New(cfg Config, clk clock.Clock) (*Engine, error) {
-	if err := cfg.Profile.Validate(); err != nil {
-		return nil, fmt.Errorf("sim: %w", err)
+	m, err := newMachine(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.TimeScale < 0 {
-		return nil, fmt.Errorf("sim: negative time scale %v", cfg.TimeScale)
-	}
-	if cfg.TimeScale == 0 {
-		cfg.TimeScale = 1
-	}
-	if cfg.Model == "" {
-		return nil, errors.New("sim: model name is required")
-	}
-	e := &Engine{
-		cfg:  cfg,
-		clk:  clk,
-		seed: maphash.MakeSeed(),
-		wake: make(chan struct{}, 1),
-		core: newCore(cfg.Profile, !cfg.DisablePrefixCaching),
-		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-	}
+	e := &Engine{clk: clk, wake: make(chan struct{}, 1), machine: m}
 	e.metrics = newMetrics(e)
 	return e, nil
 }
@@ -175,23 +155,17 @@ func (e *Engine) signal() {
 // Submit queues a request. The engine drops it, freeing its blocks, once ctx is done; ctx is
 // normally the HTTP request's context, so a vanished client costs nothing further.
 func (e *Engine) Submit(ctx context.Context, req Request) (*Handle, error) {
-	pt := req.Prompt.Tokens()
-	switch {
-	case pt < 1:
-		return nil, errors.New("sim: empty prompt")
-	case req.MaxTokens < 1:
-		return nil, fmt.Errorf("sim: max tokens %d < 1", req.MaxTokens)
-	case pt+req.MaxTokens > e.cfg.Profile.MaxModelLen:
-		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, pt, req.MaxTokens, e.cfg.Profile.MaxModelLen)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sim: submit: %w", err)
 	}
-	hashes := req.Prompt.blockHashes(e.seed) // outside the lock: it reads the whole prompt
 	now := e.clk.Now()
+	s, err := e.newSeq(req, now) // outside the lock: it hashes the whole prompt
+	if err != nil {
+		return nil, err
+	}
 	h := &Handle{changed: make(chan struct{}, 1)}
-	h.p = Progress{PromptTokens: pt, Arrived: now}
-	s := &seq{prompt: pt, maxTokens: req.MaxTokens, hashes: hashes, handle: h, arrived: now}
+	h.p = Progress{PromptTokens: s.prompt, Arrived: now}
+	s.handle = h
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -217,20 +191,7 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Handle, error) {
 func (e *Engine) Snapshot() Snapshot {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	c := e.core
-	return Snapshot{
-		Running:            len(c.running),
-		Waiting:            len(c.waiting),
-		KVCacheUsage:       c.pool.usage(),
-		NumGPUBlocks:       c.pool.numBlocks,
-		FreeBlocks:         c.pool.free,
-		PrefixCacheQueries: c.counters.prefixQueries,
-		PrefixCacheHits:    c.counters.prefixHits,
-		Preemptions:        c.counters.preemptions,
-		PromptTokens:       c.counters.promptTokens,
-		GenerationTokens:   c.counters.generationTokens,
-		Steps:              c.counters.steps,
-	}
+	return e.snapshot()
 }
 
 // Run executes steps until ctx ends, then drops every pending request with ErrStopped. Each
@@ -287,15 +248,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.mu.Unlock()
 	}
 	return nil
-}
-
-func (e *Engine) stepDuration(plan []chunk) time.Duration {
-	us := e.core.stepMicros(plan)
-	if j := e.cfg.Profile.Jitter; j > 0 {
-		us *= 1 + j*(2*e.rng.Float64()-1)
-	}
-	us *= e.cfg.TimeScale
-	return time.Duration(us * float64(time.Microsecond))
 }
 
 func (e *Engine) applyAborts() {

@@ -31,7 +31,9 @@ type Result struct {
 	TPOT time.Duration
 	E2E  time.Duration
 	// ErrMessage is the error message the server sent, when it answered with an error.
-	ErrMessage       string
+	ErrMessage string
+	// ShedReason is the x-llm-d-request-dropped-reason of a rejected request.
+	ShedReason       string
 	PromptTokens     int
 	CompletionTokens int
 	CachedTokens     int
@@ -70,12 +72,7 @@ func StreamChat(ctx context.Context, c openai.Client, p openai.ChatCompletionNew
 	r.Err = stream.Err()
 	r.fromResponse(resp)
 	r.Content = sb.String()
-	if !first.IsZero() {
-		r.TTFT = first.Sub(start)
-		if r.CompletionTokens > 1 {
-			r.TPOT = last.Sub(first) / time.Duration(r.CompletionTokens-1)
-		}
-	}
+	r.measure(start, first, last)
 	return r
 }
 
@@ -122,9 +119,59 @@ func (r *Result) fromResponse(resp *http.Response) {
 	var apiErr *openai.Error
 	if errors.As(r.Err, &apiErr) {
 		r.Status, r.ErrMessage = apiErr.StatusCode, apiErr.Message
+		if apiErr.Response != nil {
+			r.ShedReason = apiErr.Response.Header.Get("x-llm-d-request-dropped-reason")
+		}
 	}
 	if resp != nil {
 		r.Status = resp.StatusCode
 		r.Replica = resp.Header.Get(sim.HeaderReplica)
+	}
+}
+
+// StreamCompletion sends a streaming completions request and measures it from the client's side.
+func StreamCompletion(ctx context.Context, c openai.Client, p openai.CompletionNewParams, opts ...option.RequestOption) Result {
+	var r Result
+	var resp *http.Response
+	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	start := time.Now()
+	stream := c.Completions.NewStreaming(ctx, p, append(opts, option.WithResponseInto(&resp))...)
+	defer stream.Close()
+	var sb strings.Builder
+	var first, last time.Time
+	for stream.Next() {
+		ch := stream.Current()
+		now := time.Now()
+		for _, choice := range ch.Choices {
+			if choice.Text != "" {
+				if first.IsZero() {
+					first = now
+				}
+				last = now
+				sb.WriteString(choice.Text)
+			}
+		}
+		if ch.Usage.CompletionTokens > 0 || ch.Usage.PromptTokens > 0 {
+			r.PromptTokens = int(ch.Usage.PromptTokens)
+			r.CompletionTokens = int(ch.Usage.CompletionTokens)
+			r.CachedTokens = int(ch.Usage.PromptTokensDetails.CachedTokens)
+		}
+	}
+	r.E2E = time.Since(start)
+	r.Err = stream.Err()
+	r.fromResponse(resp)
+	r.Content = sb.String()
+	r.measure(start, first, last)
+	return r
+}
+
+// measure sets TTFT and TPOT from the arrival times of the first and last generated text.
+func (r *Result) measure(start, first, last time.Time) {
+	if first.IsZero() {
+		return
+	}
+	r.TTFT = first.Sub(start)
+	if r.CompletionTokens > 1 {
+		r.TPOT = last.Sub(first) / time.Duration(r.CompletionTokens-1)
 	}
 }

@@ -1,0 +1,236 @@
+// Command bench drives a workload through a scheduling policy and reports what users care
+// about: SLO attainment, goodput, TTFT/TPOT/e2e percentiles, shedding, cache hits and
+// per-replica load.
+//
+// Two targets run the same workload:
+//
+//	bench --virtual ...            simulated replicas and the real scheduler in virtual time
+//	bench --gateway URL ...        real streaming OpenAI requests to a running gateway
+//
+// Examples:
+//
+//	bench --workload shared-prefix --rate 20 --duration 10m --replicas 8 --profile 32b-tp2-h100 --policy prefix-load
+//	bench --workload shared-prefix --ladder published --policy round-robin --by-stage
+//	bench --workload mixed-slo --pool 6x8b-h100,2x8b-a100 --rate 10 --duration 2m
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/report"
+	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/stack"
+	"github.com/augur-llm/augur/virtual"
+	"github.com/augur-llm/augur/workload"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	workload   string
+	ladder     string
+	rate       float64
+	duration   time.Duration
+	maxReqs    int
+	outputLen  int
+	seed       uint64
+	replicas   int
+	profile    string
+	pool       string
+	policy     string
+	gateway    string
+	localStack bool
+	model      string
+	jsonPath   string
+	byStage    bool
+	noProgress bool
+}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.workload, "workload", workload.NameSharedPrefix, "workload: "+strings.Join(workload.Names(), ", "))
+	fs.StringVar(&o.ladder, "ladder", "", `rate ladder "RATExSECONDS,..." or "published" (the shared-prefix ladder); overrides --rate/--duration`)
+	fs.Float64Var(&o.rate, "rate", 5, "constant arrival rate, requests/s (Poisson)")
+	fs.DurationVar(&o.duration, "duration", time.Minute, "run length at --rate")
+	fs.IntVar(&o.maxReqs, "requests", 0, "stop after this many requests (0: when the ladder ends)")
+	fs.IntVar(&o.outputLen, "output-len", 0, "shared-prefix output tokens (0: the benchmark's 1000)")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workload, the replicas and the scheduler")
+	fs.IntVar(&o.replicas, "replicas", 8, "virtual: number of replicas (with --profile)")
+	fs.StringVar(&o.profile, "profile", "32b-tp2-h100", "virtual: replica profile, one of "+strings.Join(sim.ProfileNames(), ", "))
+	fs.StringVar(&o.pool, "pool", "", `virtual: heterogeneous pool "COUNTxPROFILE,...", e.g. 6x8b-h100,2x8b-a100 (overrides --replicas/--profile)`)
+	fs.StringVar(&o.policy, "policy", "prefix-load", "virtual: scheduling profile: "+strings.Join(policyNames(), ", "))
+	fs.StringVar(&o.gateway, "gateway", "", "send real requests to this gateway base URL (e.g. http://127.0.0.1:8080/v1) instead of simulating")
+	fs.BoolVar(&o.localStack, "local-stack", false, "start simulated replicas (--replicas, --profile), the picker (--policy) and the gateway on loopback, and send real requests through them")
+	fs.StringVar(&o.model, "model", "sim-llama-8b", "gateway: model name to request")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the report as JSON to this file (- for stdout)")
+	fs.BoolVar(&o.byStage, "by-stage", false, "report every ladder stage as well")
+	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	if o.localStack && (o.gateway != "" || o.pool != "") {
+		return o, fmt.Errorf("--local-stack starts its own gateway and a uniform pool: drop --gateway and --pool")
+	}
+	if _, ok := scheduler.BuiltinProfiles()[o.policy]; !ok && o.gateway == "" {
+		return o, fmt.Errorf("--policy %q: unknown (known: %s)", o.policy, strings.Join(policyNames(), ", "))
+	}
+	return o, nil
+}
+
+func policyNames() []string {
+	var names []string
+	for n := range scheduler.BuiltinProfiles() {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (o options) generator() (workload.Generator, workload.Ladder, error) {
+	var ladder workload.Ladder
+	var err error
+	switch o.ladder {
+	case "":
+		if o.rate <= 0 || o.duration <= 0 {
+			return nil, nil, fmt.Errorf("--rate and --duration must be positive")
+		}
+		ladder = workload.ConstantLadder(o.rate, o.duration)
+	case "published":
+		ladder = workload.SharedPrefixLadder()
+	default:
+		if ladder, err = workload.ParseLadder(o.ladder); err != nil {
+			return nil, nil, fmt.Errorf("--ladder: %w", err)
+		}
+	}
+	g, err := workload.New(o.workload, workload.Options{Seed: o.seed, Ladder: ladder, MaxRequests: o.maxReqs,
+		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}})
+	return g, ladder, err
+}
+
+func (o options) replicaSpecs() ([]virtual.ReplicaSpec, error) {
+	groups := []string{fmt.Sprintf("%dx%s", o.replicas, o.profile)}
+	if o.pool != "" {
+		groups = strings.Split(o.pool, ",")
+	}
+	var specs []virtual.ReplicaSpec
+	for _, g := range groups {
+		n, name, ok := strings.Cut(strings.TrimSpace(g), "x")
+		count, err := strconv.Atoi(n)
+		if !ok || err != nil || count < 1 {
+			return nil, fmt.Errorf("pool entry %q: want COUNTxPROFILE, e.g. 6x8b-h100", g)
+		}
+		p, err := sim.LookupProfile(name)
+		if err != nil {
+			return nil, fmt.Errorf("pool entry %q: %w", g, err)
+		}
+		for range count {
+			specs = append(specs, virtual.ReplicaSpec{Name: fmt.Sprintf("sim-%d", len(specs)), Profile: p})
+		}
+	}
+	return specs, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	g, ladder, err := o.generator()
+	if err != nil {
+		return err
+	}
+	bar := newProgress(stderr, ladder.Duration(), !o.noProgress)
+	start := time.Now()
+	var outcomes []report.Outcome
+	var target string
+	var replicaNames []string
+	switch {
+	case o.localStack:
+		prof := scheduler.BuiltinProfiles()[o.policy]
+		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed,
+			Picker: picker.Config{Profile: &prof, Seed: o.seed}})
+		if err2 != nil {
+			return err2
+		}
+		target = fmt.Sprintf("local stack over HTTP, %d replicas, policy %s", o.replicas, o.policy)
+		for _, r := range st.Replicas {
+			replicaNames = append(replicaNames, r.Name)
+		}
+		outcomes, err = drive(ctx, st.GatewayURL, o.model, g, bar)
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	case o.gateway != "":
+		target = "gateway " + o.gateway
+		outcomes, err = drive(ctx, o.gateway, o.model, g, bar)
+	default:
+		specs, err2 := o.replicaSpecs()
+		if err2 != nil {
+			return err2
+		}
+		target = fmt.Sprintf("virtual time, %d replicas, policy %s", len(specs), o.policy)
+		for _, sp := range specs {
+			replicaNames = append(replicaNames, sp.Name)
+		}
+		var res virtual.Result
+		res, err = virtual.Run(ctx, virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed,
+			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}, g.Next)
+		outcomes = res.Outcomes
+	}
+	bar.done()
+	if err != nil {
+		return err
+	}
+	ro := report.Options{PerStage: o.byStage, Replicas: replicaNames, Window: report.Window{From: ladder.WarmupEnd()}}
+	for i, st := range ladder {
+		ro.StageWindows = append(ro.StageWindows, report.Window{From: ladder.Start(i), To: ladder.Start(i) + st.Duration})
+	}
+	rep := report.Compute(outcomes, ro)
+	fmt.Fprintf(stdout, "workload %s, seed %d, %s; %d requests in %s of wall time\n", o.workload, o.seed, target, len(outcomes), time.Since(start).Round(time.Millisecond))
+	if err := rep.WriteText(stdout); err != nil {
+		return err
+	}
+	if o.jsonPath == "" {
+		return nil
+	}
+	if o.jsonPath == "-" {
+		return rep.WriteJSON(stdout)
+	}
+	f, err := os.Create(o.jsonPath)
+	if err != nil {
+		return fmt.Errorf("--json: %w", err)
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--json: %w", err)
+	}
+	return f.Close()
+}

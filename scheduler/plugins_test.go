@@ -1,0 +1,73 @@
+package scheduler
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestRoundRobinTakesTurns(t *testing.T) {
+	p, _ := testPool(t, 3)
+	prof, err := DefaultRegistry().Build(BuiltinProfiles()["round-robin"], BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Replicas()[0].Dispatch(1000) // load must not matter to round-robin
+	s, err := New(p, prof, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 6 {
+		res, err := s.Schedule(context.Background(), &Request{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, res.Targets[0].Replica.Name+">"+res.Targets[1].Replica.Name)
+	}
+	if want := "r0>r1 r1>r2 r2>r0 r0>r1 r1>r2 r2>r0"; strings.Join(got, " ") != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+}
+
+func TestPrefixScorerFollowsSharedPrefixes(t *testing.T) {
+	p, _ := testPool(t, 4)
+	prof, err := DefaultRegistry().Build(BuiltinProfiles()["prefix-load"], BuildOptions{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(p, prof, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	system := strings.Repeat("You are a careful assistant. ", 200) // ~5,600 bytes
+	first := map[int]string{}
+	for round := range 3 {
+		for g := range 4 {
+			prompt := []byte(strings.Repeat(string(rune('a'+g)), 4096) + system + "question " + strings.Repeat("x", round*64+64))
+			res, err := s.Schedule(context.Background(), &Request{Prompt: prompt}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := res.Targets[0].Replica.Name
+			if round == 0 {
+				first[g] = name
+			} else if name != first[g] {
+				t.Errorf("group %d round %d went to %s, its prefix lives on %s", g, round, name, first[g])
+			}
+		}
+	}
+}
+
+func TestBlockIndexIsBounded(t *testing.T) {
+	idx := newBlockIndex(100)
+	for i := range 1000 {
+		idx.add([]uint64{uint64(i), uint64(i) + 1e9})
+	}
+	if len(idx.blocks) != 100 || idx.lru.Len() != 100 {
+		t.Fatalf("index holds %d blocks (%d in LRU), capacity 100", len(idx.blocks), idx.lru.Len())
+	}
+	if idx.matched([]uint64{999, 999 + 1e9}) != 2 || idx.matched([]uint64{0, 1e9}) != 0 {
+		t.Fatal("the most recent blocks must stay and the oldest go")
+	}
+}

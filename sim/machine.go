@@ -1,0 +1,81 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"time"
+)
+
+// machine is what a replica is, whichever way time is driven: its configuration, its
+// scheduler core and the random source of its step-time jitter. Engine drives one on a clock
+// with goroutines and locks; Replica lets a caller drive one in virtual time.
+type machine struct {
+	cfg  Config
+	seed maphash.Seed
+	core *core
+	rng  *rand.Rand
+}
+
+func newMachine(cfg Config) (*machine, error) {
+	if err := cfg.Profile.Validate(); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if cfg.TimeScale < 0 {
+		return nil, fmt.Errorf("sim: negative time scale %v", cfg.TimeScale)
+	}
+	if cfg.TimeScale == 0 {
+		cfg.TimeScale = 1
+	}
+	if cfg.Model == "" {
+		return nil, errors.New("sim: model name is required")
+	}
+	return &machine{
+		cfg:  cfg,
+		seed: maphash.MakeSeed(),
+		core: newCore(cfg.Profile, !cfg.DisablePrefixCaching),
+		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	}, nil
+}
+
+// newSeq validates a request and builds its engine state. It does not touch the core.
+func (m *machine) newSeq(req Request, now time.Time) (*seq, error) {
+	pt := req.Prompt.Tokens()
+	switch {
+	case pt < 1:
+		return nil, errors.New("sim: empty prompt")
+	case req.MaxTokens < 1:
+		return nil, fmt.Errorf("sim: max tokens %d < 1", req.MaxTokens)
+	case pt+req.MaxTokens > m.cfg.Profile.MaxModelLen:
+		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, pt, req.MaxTokens, m.cfg.Profile.MaxModelLen)
+	}
+	return &seq{prompt: pt, maxTokens: req.MaxTokens, hashes: req.Prompt.blockHashes(m.seed), arrived: now}, nil
+}
+
+// stepDuration is a planned step's duration: the reference formula with jitter, scaled.
+func (m *machine) stepDuration(plan []chunk) time.Duration {
+	us := m.core.stepMicros(plan)
+	if j := m.cfg.Profile.Jitter; j > 0 {
+		us *= 1 + j*(2*m.rng.Float64()-1)
+	}
+	us *= m.cfg.TimeScale
+	return time.Duration(us * float64(time.Microsecond))
+}
+
+func (m *machine) snapshot() Snapshot {
+	c := m.core
+	return Snapshot{
+		Running:            len(c.running),
+		Waiting:            len(c.waiting),
+		KVCacheUsage:       c.pool.usage(),
+		NumGPUBlocks:       c.pool.numBlocks,
+		FreeBlocks:         c.pool.free,
+		PrefixCacheQueries: c.counters.prefixQueries,
+		PrefixCacheHits:    c.counters.prefixHits,
+		Preemptions:        c.counters.preemptions,
+		PromptTokens:       c.counters.promptTokens,
+		GenerationTokens:   c.counters.generationTokens,
+		Steps:              c.counters.steps,
+	}
+}

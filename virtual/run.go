@@ -1,0 +1,288 @@
+package virtual
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/report"
+	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/workload"
+)
+
+// ReplicaSpec is one simulated replica.
+type ReplicaSpec struct {
+	Name    string
+	Profile sim.Profile
+}
+
+// Config describes a run.
+type Config struct {
+	Replicas []ReplicaSpec
+	// Profile is the scheduling profile under test.
+	Profile scheduler.ProfileConfig
+	// ScrapeInterval and StaleAfter are the picker's; defaults pool.DefaultScrapeInterval and
+	// pool.DefaultStaleAfter.
+	ScrapeInterval time.Duration
+	StaleAfter     time.Duration
+	// Seed drives the replicas' step jitter and the scheduler's tie-breaks.
+	Seed uint64
+	// Progress, when set, is called about once per simulated second.
+	Progress func(p Progress)
+}
+
+// Progress is how far a run has got.
+type Progress struct {
+	Elapsed   time.Duration // virtual time
+	Arrived   int
+	Completed int
+}
+
+// ReplicaResult is a replica's state at the end of a run.
+type ReplicaResult struct {
+	Name     string
+	Profile  string
+	Snapshot sim.Snapshot
+}
+
+// Result is what a run produced.
+type Result struct {
+	Outcomes []report.Outcome
+	Elapsed  time.Duration // virtual time from the start to the last completion
+	Replicas []ReplicaResult
+	Events   int
+}
+
+// epoch is where virtual time starts; fixed so that runs repeat exactly.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type record struct {
+	arrived  time.Time
+	first    time.Time
+	last     time.Time
+	lease    *pool.Lease
+	replica  int
+	cached   int
+	out      int
+	class    string
+	stage    int
+	sloTTFT  time.Duration
+	sloTPOT  time.Duration
+	prompt   int
+	status   int
+	finished bool
+}
+
+type run struct {
+	cfg      Config
+	clk      *vclock
+	pool     *pool.Pool
+	sched    *scheduler.Scheduler
+	replicas []*sim.Replica
+	stepping []bool
+	byAddr   map[*pool.Replica]int
+	q        queue
+	recs     []record
+	next     func() (workload.Request, bool)
+	pending  workload.Request // the next arrival, when hasNext
+	hasNext  bool
+	open     int // requests arrived and not finished
+	done     int
+	events   int
+	emitFn   func(sim.Token)
+}
+
+// Run drives the workload from next through the scheduler into the replicas until every
+// request has finished, and returns each request's outcome.
+func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) (Result, error) {
+	if len(cfg.Replicas) == 0 {
+		return Result{}, errors.New("virtual: no replicas")
+	}
+	if cfg.ScrapeInterval <= 0 {
+		cfg.ScrapeInterval = pool.DefaultScrapeInterval
+	}
+	r := &run{cfg: cfg, clk: &vclock{now: epoch}, next: next, byAddr: map[*pool.Replica]int{}}
+	r.pool = pool.New(r.clk, cfg.StaleAfter)
+	eps := make([]pool.Endpoint, len(cfg.Replicas))
+	for i, spec := range cfg.Replicas {
+		// Addresses are only names here; the pool wants them to look like ip:port.
+		eps[i] = pool.Endpoint{Name: spec.Name, Address: fmt.Sprintf("127.0.0.1:%d", 10000+i), Class: spec.Profile.Name}
+		rep, err := sim.NewReplica(sim.Config{Model: "sim", Profile: spec.Profile, Seed: cfg.Seed + uint64(i)})
+		if err != nil {
+			return Result{}, fmt.Errorf("virtual: replica %s: %w", spec.Name, err)
+		}
+		r.replicas = append(r.replicas, rep)
+	}
+	if err := r.pool.Set(eps); err != nil {
+		return Result{}, fmt.Errorf("virtual: %w", err)
+	}
+	for i, rep := range r.pool.Replicas() {
+		r.byAddr[rep] = i
+	}
+	r.stepping = make([]bool, len(r.replicas))
+	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.BuildOptions{Seed: cfg.Seed})
+	if err != nil {
+		return Result{}, fmt.Errorf("virtual: %w", err)
+	}
+	if r.sched, err = scheduler.New(r.pool, prof, 0); err != nil {
+		return Result{}, fmt.Errorf("virtual: %w", err)
+	}
+	r.emitFn = r.onToken
+
+	// Every replica is scraped once before traffic starts, then on its own phase.
+	for i := range r.replicas {
+		r.scrape(i)
+		phase := cfg.ScrapeInterval * time.Duration(i) / time.Duration(len(r.replicas))
+		r.q.push(event{at: epoch.Add(cfg.ScrapeInterval + phase), kind: evScrape, replica: i})
+	}
+	r.pull()
+
+	lastReport := time.Duration(0)
+	for r.q.h.Len() > 0 {
+		e := r.q.pop()
+		r.clk.now = e.at
+		r.events++
+		if r.events%4096 == 0 && ctx.Err() != nil {
+			return Result{}, fmt.Errorf("virtual: %w", ctx.Err())
+		}
+		switch e.kind {
+		case evArrival:
+			r.arrive(ctx)
+			r.pull()
+		case evStepEnd:
+			r.stepping[e.replica] = false
+			r.replicas[e.replica].Finish(r.clk.now, r.emitFn)
+			r.startStep(e.replica)
+		case evScrape:
+			r.scrape(e.replica)
+			if r.hasNext || r.open > 0 {
+				r.q.push(event{at: e.at.Add(cfg.ScrapeInterval), kind: evScrape, replica: e.replica})
+			}
+		}
+		if cfg.Progress != nil {
+			if el := r.clk.now.Sub(epoch); el-lastReport >= time.Second {
+				lastReport = el
+				cfg.Progress(Progress{Elapsed: el, Arrived: len(r.recs), Completed: r.done})
+			}
+		}
+	}
+	return r.result(), nil
+}
+
+// pull reads the next request from the workload and schedules its arrival.
+func (r *run) pull() {
+	r.pending, r.hasNext = r.next()
+	if r.hasNext {
+		r.q.push(event{at: epoch.Add(r.pending.At), kind: evArrival})
+	}
+}
+
+func (r *run) arrive(ctx context.Context) {
+	w := r.pending
+	now := r.clk.now
+	tag := len(r.recs)
+	prompt := w.PromptText()
+	r.recs = append(r.recs, record{arrived: now, class: w.Class, stage: w.Stage, sloTTFT: w.SLOTTFT, sloTPOT: w.SLOTPOT, replica: -1})
+	rec := &r.recs[tag]
+	req := scheduler.Request{
+		ID: w.ID, Prompt: prompt, PromptTokens: w.PromptTokens(), MaxTokens: w.MaxTokens, Stream: w.Stream,
+		SLO: scheduler.SLO{TTFT: w.SLOTTFT, TPOT: w.SLOTPOT}, Objective: w.Objective, FairnessID: w.FairnessID, SessionID: w.SessionID,
+	}
+	rec.prompt = req.PromptTokens
+	res, err := r.sched.Schedule(ctx, &req, nil)
+	if err != nil {
+		rec.status, rec.finished = 503, true
+		r.done++
+		return
+	}
+	i := r.byAddr[res.Targets[0].Replica]
+	if err := r.replicas[i].Submit(now, tag, sim.Request{Prompt: sim.TextPrompt(prompt), MaxTokens: w.MaxTokens}); err != nil {
+		rec.status, rec.finished = 400, true
+		r.done++
+		return
+	}
+	rec.replica = i
+	rec.lease = res.Targets[0].Replica.Dispatch(req.PromptTokens)
+	r.open++
+	r.startStep(i)
+}
+
+// startStep starts replica i's next step if it is idle and has work.
+func (r *run) startStep(i int) {
+	if r.stepping[i] {
+		return
+	}
+	d, ok, err := r.replicas[i].Step(r.clk.now)
+	if err != nil || !ok {
+		return
+	}
+	r.stepping[i] = true
+	r.q.push(event{at: r.clk.now.Add(d), kind: evStepEnd, replica: i})
+}
+
+func (r *run) onToken(t sim.Token) {
+	rec := &r.recs[t.Tag]
+	now := r.clk.now
+	if t.Generated == 1 {
+		rec.first = now
+		rec.cached = t.CachedTokens
+		rec.lease.FirstToken()
+	}
+	rec.last, rec.out = now, t.Generated
+	if t.Done {
+		rec.lease.Release()
+		rec.lease = nil
+		rec.status, rec.finished = 200, true
+		r.open--
+		r.done++
+	}
+}
+
+func (r *run) scrape(i int) {
+	s := r.replicas[i].Snapshot()
+	r.pool.Replicas()[i].SetMetrics(pool.Metrics{
+		Running: s.Running, Waiting: s.Waiting, KVUsage: s.KVCacheUsage,
+		BlockSize: sim.BlockSize, NumGPUBlocks: s.NumGPUBlocks,
+		PrefixQueries: float64(s.PrefixCacheQueries), PrefixHits: float64(s.PrefixCacheHits),
+		Preemptions: float64(s.Preemptions), ScrapedAt: r.clk.now,
+	})
+}
+
+func (r *run) result() Result {
+	res := Result{Events: r.events, Outcomes: make([]report.Outcome, 0, len(r.recs))}
+	var last time.Time
+	for _, rec := range r.recs {
+		o := report.Outcome{
+			Class: rec.class, Stage: rec.stage, SLOTTFT: rec.sloTTFT, SLOTPOT: rec.sloTPOT,
+			Start: rec.arrived.Sub(epoch), Status: rec.status,
+			PromptTokens: rec.prompt, CachedTokens: rec.cached, OutputTokens: rec.out,
+		}
+		if rec.replica >= 0 {
+			o.Replica = r.cfg.Replicas[rec.replica].Name
+		}
+		if rec.status == 200 {
+			o.End = rec.last.Sub(epoch)
+			o.E2E = rec.last.Sub(rec.arrived)
+			o.TTFT = rec.first.Sub(rec.arrived)
+			if rec.out > 1 {
+				o.TPOT = rec.last.Sub(rec.first) / time.Duration(rec.out-1)
+			}
+			if rec.last.After(last) {
+				last = rec.last
+			}
+		} else {
+			o.End = o.Start
+		}
+		res.Outcomes = append(res.Outcomes, o)
+	}
+	if !last.IsZero() {
+		res.Elapsed = last.Sub(epoch)
+	}
+	for i, rep := range r.replicas {
+		res.Replicas = append(res.Replicas, ReplicaResult{Name: r.cfg.Replicas[i].Name, Profile: rep.Config().Profile.Name, Snapshot: rep.Snapshot()})
+	}
+	return res
+}

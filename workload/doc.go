@@ -1,0 +1,32 @@
+// Package workload generates the request streams Augur is benchmarked with: the five traffic
+// shapes of the reference workloads (shared prefix, multi-turn chat, agentic tool loops, mixed
+// SLO classes, and the mixed traffic meant for a heterogeneous pool), with Poisson arrivals
+// whose rate follows a ladder of stages. New and Names pick a workload by name.
+//
+// Streams are open-loop and deterministic: a generator is a pure function of its seed, its
+// ladder and its options, so two runs (or two schedulers under comparison) see the same
+// requests at the same offsets, byte for byte. Each generator is an iterator (Next), so a long
+// run never holds more than the prompts it recurs over and the sessions still in progress.
+// Determinism holds for a given Go release and architecture; math/rand/v2's PCG and the
+// float arithmetic of its exponential sampler are what could change between them.
+//
+// Requests carry what a client would send (rendered prompt, OpenAI body, SLO and routing
+// headers) and what a report groups by (SLO class, ladder stage). How they are sent, and to
+// which pool, is the runner's business.
+//
+// # Text and tokens
+//
+// Generated text is made of four-byte words (a space and three letters), so under the
+// project's token rule (package tokens: one token per four bytes) a text of n words is exactly
+// n tokens and token boundaries fall between words. Chat prompts are measured the way the
+// picker and the simulator measure them, on tokens.RenderChat of the messages, which adds the
+// role markers to the count.
+//
+// Where a session resends history (multi-turn chat, agent loops), the assistant turns in it
+// are the text the simulator generates for that turn (package sim echoes the last user
+// message, cut into four-byte pieces), so that, as with a real client, the history resent is
+// what the replica produced and prefix caching across turns behaves as in production.
+//
+// Dependencies: the standard library and package tokens only. It must not depend on the
+// picker, the simulator or the runner: all of them consume it.
+package workload
