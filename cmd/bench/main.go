@@ -205,10 +205,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}, g.Next)
 		outcomes = res.Outcomes
 	}
-	bar.done()
 	if err != nil {
+		fmt.Fprintln(stderr)
 		return err
 	}
+	completed := 0
+	for _, oc := range outcomes {
+		if oc.Completed() {
+			completed++
+		}
+	}
+	bar.finish(len(outcomes), completed)
 	ro := report.Options{PerStage: o.byStage, Replicas: replicaNames, Window: report.Window{From: ladder.WarmupEnd()}}
 	for i, st := range ladder {
 		ro.StageWindows = append(ro.StageWindows, report.Window{From: ladder.Start(i), To: ladder.Start(i) + st.Duration})

@@ -31,6 +31,10 @@ func (p *progress) update(elapsed time.Duration, arrived, completed int) {
 		return // redraw at most ten times a second
 	}
 	p.last = time.Now()
+	p.draw(elapsed, arrived, completed)
+}
+
+func (p *progress) draw(elapsed time.Duration, arrived, completed int) {
 	frac := min(1, float64(elapsed)/float64(p.total))
 	const width = 30
 	n := int(frac * width)
@@ -38,8 +42,13 @@ func (p *progress) update(elapsed time.Duration, arrived, completed int) {
 		100*frac, elapsed.Round(time.Second), p.total.Round(time.Second), arrived, completed)
 }
 
-func (p *progress) done() {
-	if p.on && p.total > 0 {
-		fmt.Fprintln(p.w)
+// finish draws the final state, whatever the redraw rate allowed before, and ends the line.
+func (p *progress) finish(requests, completed int) {
+	if !p.on || p.total <= 0 {
+		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.draw(p.total, requests, completed)
+	fmt.Fprintln(p.w)
 }
