@@ -332,7 +332,7 @@ func (x *exchange) decide() (bool, error) {
 	}
 	primary := res.Targets[0]
 	x.req, x.features = req, primary
-	x.lease = primary.Replica.Dispatch(req.PromptTokens)
+	x.lease = primary.Replica.Dispatch(req.PromptTokens, req.MaxTokens)
 	x.decided = true
 
 	dest := destination(res.Targets)

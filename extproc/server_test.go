@@ -427,7 +427,7 @@ func TestCancelledStreamReleasesInFlight(t *testing.T) {
 	recv(t, s)
 	r := h.pool.Replicas()[0]
 	// The picker forwards a chunk before reading it, so the accounting can trail the echo.
-	waitLoad(t, r, pool.Load{Requests: 1, DecodeRequests: 1})
+	waitLoad(t, r, func(l pool.Load) bool { return l.Requests == 1 && l.DecodeRequests == 1 && l.PrefillTokens == 0 })
 	cancel() // the client went away; Envoy resets the ext_proc stream
 	c := <-h.compl
 	if c.Outcome != OutcomeCancelled {
@@ -478,15 +478,15 @@ func TestHealth(t *testing.T) {
 	}
 }
 
-func waitLoad(t *testing.T, r *pool.Replica, want pool.Load) {
+func waitLoad(t *testing.T, r *pool.Replica, ok func(pool.Load) bool) {
 	t.Helper()
 	for range 1000 {
-		if r.Load() == want {
+		if ok(r.Load()) {
 			return
 		}
 		time.Sleep(time.Millisecond)
 	}
-	t.Fatalf("%s: in-flight %+v, want %+v", r.Name, r.Load(), want)
+	t.Fatalf("%s: in-flight %+v not reached", r.Name, r.Load())
 }
 
 // A client closes the connection once it has read [DONE]; the gateway then resets the stream

@@ -70,6 +70,9 @@ type Load struct {
 	PrefillTokens int64
 	// DecodeRequests is dispatched requests that are generating (first token seen).
 	DecodeRequests int64
+	// Tokens is the work dispatched and not finished, in tokens: each request's prompt plus
+	// its output limit when the client gave one.
+	Tokens int64
 }
 
 // Replica is the live state of one endpoint. It is safe for concurrent use.
@@ -81,6 +84,7 @@ type Replica struct {
 	requests      atomic.Int64
 	prefillTokens atomic.Int64
 	decoding      atomic.Int64
+	tokens        atomic.Int64
 }
 
 // Metrics returns the latest successful scrape, if any.
@@ -103,14 +107,16 @@ func (r *Replica) ScrapeFailed() { r.failing.Store(true) }
 
 // Load returns the picker's in-flight accounting for the replica.
 func (r *Replica) Load() Load {
-	return Load{Requests: r.requests.Load(), PrefillTokens: r.prefillTokens.Load(), DecodeRequests: r.decoding.Load()}
+	return Load{Requests: r.requests.Load(), PrefillTokens: r.prefillTokens.Load(), DecodeRequests: r.decoding.Load(), Tokens: r.tokens.Load()}
 }
 
 // Dispatch accounts a request sent to the replica and returns the lease that releases it.
-func (r *Replica) Dispatch(promptTokens int) *Lease {
+// maxTokens is the client's output limit, 0 when it gave none.
+func (r *Replica) Dispatch(promptTokens, maxTokens int) *Lease {
 	r.requests.Add(1)
+	r.tokens.Add(int64(promptTokens + maxTokens))
 	r.prefillTokens.Add(int64(promptTokens))
-	return &Lease{replica: r, prompt: int64(promptTokens)}
+	return &Lease{replica: r, prompt: int64(promptTokens), total: int64(promptTokens + maxTokens)}
 }
 
 // Lease is one dispatched request's share of a replica's in-flight accounting.
@@ -120,6 +126,7 @@ type Lease struct {
 	mu      sync.Mutex
 	replica *Replica
 	prompt  int64
+	total   int64 // prompt + output limit, as added to the replica's Tokens
 	state   leaseState
 }
 
@@ -163,9 +170,11 @@ func (l *Lease) unaccount(r *Replica) {
 	switch l.state {
 	case leaseDispatched:
 		r.requests.Add(-1)
+		r.tokens.Add(-l.total)
 		r.prefillTokens.Add(-l.prompt)
 	case leaseDecoding:
 		r.requests.Add(-1)
+		r.tokens.Add(-l.total)
 		r.decoding.Add(-1)
 	}
 }
@@ -179,6 +188,7 @@ func (l *Lease) MoveTo(r *Replica) {
 		return
 	}
 	r.requests.Add(1)
+	r.tokens.Add(l.total)
 	if l.state == leaseDispatched {
 		r.prefillTokens.Add(l.prompt)
 	} else {

@@ -78,7 +78,7 @@ func TestLeaseAccounting(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := a.Dispatch(100)
+			l := a.Dispatch(100, 0)
 			if i%3 == 0 {
 				l.FirstToken()
 			}
@@ -98,12 +98,12 @@ func TestLeaseAccounting(t *testing.T) {
 	if a.Load() != (Load{}) || b.Load() != (Load{}) {
 		t.Fatalf("after every release: a %+v b %+v", a.Load(), b.Load())
 	}
-	l := a.Dispatch(50)
-	if got := a.Load(); got != (Load{Requests: 1, PrefillTokens: 50}) {
+	l := a.Dispatch(50, 0)
+	if got := a.Load(); got != (Load{Requests: 1, PrefillTokens: 50, Tokens: 50}) {
 		t.Fatalf("dispatched: %+v", got)
 	}
 	l.FirstToken()
-	if got := a.Load(); got != (Load{Requests: 1, DecodeRequests: 1}) {
+	if got := a.Load(); got != (Load{Requests: 1, DecodeRequests: 1, Tokens: 50}) {
 		t.Fatalf("decoding: %+v", got)
 	}
 	l.Release()
@@ -117,7 +117,7 @@ func TestSetKeepsStateAndValidates(t *testing.T) {
 	}
 	a := p.Replicas()[0]
 	a.SetMetrics(Metrics{Running: 1, ScrapedAt: clk.Now()})
-	a.Dispatch(1)
+	a.Dispatch(1, 0)
 	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}, {Name: "b", Address: "127.0.0.1:2"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestLeastLoadedWinsAndFallbacksFollowScore(t *testing.T) {
 			r.SetMetrics(pool.Metrics{Running: load, ScrapedAt: clk.Now()})
 		} else {
 			for range load {
-				r.Dispatch(100)
+				r.Dispatch(100, 0)
 			}
 		}
 	}
@@ -124,7 +124,7 @@ func (c constScorer) Score(_ context.Context, _ *Request, cands []Candidate, s [
 
 func TestScoresAreClampedAndWeighted(t *testing.T) {
 	p, _ := testPool(t, 2)
-	p.Replicas()[0].Dispatch(10) // r0 busier: load scorer gives r0 0, r1 1
+	p.Replicas()[0].Dispatch(10, 0) // r0 busier: load scorer gives r0 0, r1 1
 	prof := &Profile{Name: "x", Scorers: []WeightedScorer{
 		{Scorer: LoadScorer{}, Weight: 1},
 		{Scorer: constScorer(1e9), Weight: 1}, // out of range: clamped to 1 for both, no effect

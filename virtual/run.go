@@ -205,7 +205,7 @@ func (r *run) arrive(ctx context.Context) {
 		return
 	}
 	rec.replica = i
-	rec.lease = res.Targets[0].Replica.Dispatch(req.PromptTokens)
+	rec.lease = res.Targets[0].Replica.Dispatch(req.PromptTokens, req.MaxTokens)
 	r.open++
 	r.startStep(i)
 }
