@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/augur-llm/augur/pool"
 )
 
 // PluginConfig names a plugin and its parameters.
@@ -27,6 +29,8 @@ type ProfileConfig struct {
 type BuildOptions struct {
 	// Seed makes randomised plugins repeatable.
 	Seed uint64
+	// Pool is the pool the profile schedules over, for plugins that follow its membership.
+	Pool *pool.Pool
 }
 
 // Factory builds a plugin from its arguments. The result must implement Filter, Scorer or
@@ -48,7 +52,7 @@ func DefaultRegistry() Registry {
 		"round-robin": func(args json.RawMessage, _ BuildOptions) (any, error) {
 			return &RoundRobinPicker{}, decodeArgs(args, &struct{}{})
 		},
-		"prefix": func(args json.RawMessage, _ BuildOptions) (any, error) {
+		"prefix": func(args json.RawMessage, o BuildOptions) (any, error) {
 			var a struct {
 				CapacityBlocks int `json:"capacityBlocks"`
 			}
@@ -58,7 +62,39 @@ func DefaultRegistry() Registry {
 			if a.CapacityBlocks < 0 {
 				return nil, fmt.Errorf("args: capacityBlocks %d must not be negative", a.CapacityBlocks)
 			}
-			return NewPrefixScorer(a.CapacityBlocks), nil
+			return NewPrefixScorer(a.CapacityBlocks, o.Pool), nil
+		},
+		"queue":            noArgs(QueueScorer{}),
+		"kv-usage":         noArgs(KVUsageScorer{}),
+		"running-requests": noArgs(RunningScorer{}),
+		"inflight-load":    noArgs(InflightLoadScorer{}),
+		"session-affinity": func(args json.RawMessage, _ BuildOptions) (any, error) {
+			var a struct {
+				Capacity int `json:"capacity"`
+			}
+			if err := decodeArgs(args, &a); err != nil {
+				return nil, err
+			}
+			if a.Capacity < 0 {
+				return nil, fmt.Errorf("args: capacity %d must not be negative", a.Capacity)
+			}
+			return NewSessionAffinityScorer(a.Capacity), nil
+		},
+		"random": func(args json.RawMessage, o BuildOptions) (any, error) {
+			return NewRandomPicker(o.Seed), decodeArgs(args, &struct{}{})
+		},
+		"weighted-random": func(args json.RawMessage, o BuildOptions) (any, error) {
+			return NewWeightedRandomPicker(o.Seed), decodeArgs(args, &struct{}{})
+		},
+		"hotspot-guard": func(args json.RawMessage, _ BuildOptions) (any, error) {
+			g := HotspotGuard{Factor: DefaultHotspotFactor, Slack: DefaultHotspotSlack}
+			if err := decodeArgs(args, &g); err != nil {
+				return nil, err
+			}
+			if !(g.Factor >= 1) || g.Slack < 0 {
+				return nil, fmt.Errorf("args: factor %v must be at least 1 and slack %v not negative", g.Factor, g.Slack)
+			}
+			return g, nil
 		},
 	}
 }
@@ -74,15 +110,28 @@ func DefaultProfileConfig() ProfileConfig {
 }
 
 // BuiltinProfiles are named profiles for comparisons: "default" (load only), "round-robin"
-// (the Kubernetes Service baseline) and "prefix-load" (prefix affinity weighed against load).
+// (the Kubernetes Service baseline), "random", "llm-d" (llm-d's default scorer weights:
+// prefix 3, queue 2, KV usage 2), "prefix-load" (prefix affinity weighed against load) and
+// "prefix-guarded" (prefix-load behind the hot-spot guard).
 func BuiltinProfiles() map[string]ProfileConfig {
 	w := func(v float64) *float64 { return &v }
 	return map[string]ProfileConfig{
 		"default":     DefaultProfileConfig(),
 		"round-robin": {Name: "round-robin", Picker: PluginConfig{Name: "round-robin"}},
+		"random":      {Name: "random", Picker: PluginConfig{Name: "random"}},
+		"llm-d": {Name: "llm-d", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "queue", Weight: w(2)}, {Name: "kv-usage", Weight: w(2)}},
+			Picker: PluginConfig{Name: "max-score"}},
 		"prefix-load": {Name: "prefix-load", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker: PluginConfig{Name: "max-score"}},
+		"prefix-guarded": {Name: "prefix-guarded", Filters: []PluginConfig{{Name: "hotspot-guard"}},
+			Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
+			Picker:  PluginConfig{Name: "max-score"}},
 	}
+}
+
+// noArgs is the factory of a plugin without parameters.
+func noArgs(p any) Factory {
+	return func(args json.RawMessage, _ BuildOptions) (any, error) { return p, decodeArgs(args, &struct{}{}) }
 }
 
 // Build constructs the profile pc describes.

@@ -24,22 +24,49 @@ const prefixBlockBytes = PrefixBlockTokens * tokens.BytesPerToken
 // recently used blocks are forgotten first), as the replica's own cache is.
 type PrefixScorer struct {
 	seed     maphash.Seed
-	capacity int // blocks remembered per replica
+	capacity int        // blocks remembered per replica whose KV capacity is not reported
+	pool     *pool.Pool // to forget replicas that left; nil: never forget
 
-	mu      sync.Mutex
-	indexes map[*pool.Replica]*blockIndex
+	mu         sync.Mutex
+	indexes    map[*pool.Replica]*blockIndex
+	dispatches int
 }
+
+// purgeEvery is how many dispatches pass between sweeps for replicas that left the pool:
+// often enough to bound memory under churn, rarely enough to cost nothing per request.
+const purgeEvery = 1024
 
 // DefaultPrefixCapacity is the blocks remembered per replica when none is configured: about
 // the KV capacity of an 8B model on one H100.
 const DefaultPrefixCapacity = 25000
 
-// NewPrefixScorer returns a scorer remembering up to capacity blocks per replica.
-func NewPrefixScorer(capacity int) *PrefixScorer {
+// NewPrefixScorer returns a scorer. Each replica's record is sized from the KV capacity it
+// reports (vllm:cache_config_info), or capacity blocks when it reports none; p, when not nil,
+// is the pool whose departed replicas are forgotten.
+func NewPrefixScorer(capacity int, p *pool.Pool) *PrefixScorer {
 	if capacity <= 0 {
 		capacity = DefaultPrefixCapacity
 	}
-	return &PrefixScorer{seed: maphash.MakeSeed(), capacity: capacity, indexes: map[*pool.Replica]*blockIndex{}}
+	return &PrefixScorer{seed: maphash.MakeSeed(), capacity: capacity, pool: p, indexes: map[*pool.Replica]*blockIndex{}}
+}
+
+// capacityFor is how many 16-token blocks of a replica's cache the record mirrors.
+func (s *PrefixScorer) capacityFor(c Candidate) int {
+	if c.Metrics.NumGPUBlocks > 0 && c.Metrics.BlockSize > 0 {
+		return max(1, c.Metrics.NumGPUBlocks*c.Metrics.BlockSize/PrefixBlockTokens)
+	}
+	return s.capacity
+}
+
+// Blocks returns how many blocks are recorded across replicas, for tests and metrics.
+func (s *PrefixScorer) Blocks() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, idx := range s.indexes {
+		n += len(idx.blocks)
+	}
+	return n
 }
 
 // Name implements Scorer.
@@ -71,10 +98,28 @@ func (s *PrefixScorer) Dispatched(_ context.Context, req *Request, target Candid
 	defer s.mu.Unlock()
 	idx := s.indexes[target.Replica]
 	if idx == nil {
-		idx = newBlockIndex(s.capacity)
+		idx = newBlockIndex(s.capacityFor(target))
 		s.indexes[target.Replica] = idx
 	}
+	idx.capacity = s.capacityFor(target) // the replica may report its capacity only later
 	idx.add(hashes)
+	s.dispatches++
+	if s.pool != nil && s.dispatches%purgeEvery == 0 {
+		s.purge()
+	}
+}
+
+// purge forgets replicas no longer in the pool.
+func (s *PrefixScorer) purge() {
+	live := make(map[*pool.Replica]bool, len(s.indexes))
+	for _, r := range s.pool.Replicas() {
+		live[r] = true
+	}
+	for r := range s.indexes {
+		if !live[r] {
+			delete(s.indexes, r)
+		}
+	}
 }
 
 // hashes returns the chained hashes of the prompt's full blocks, computed once per request.
@@ -132,10 +177,10 @@ func (b *blockIndex) add(hashes []uint64) {
 			continue
 		}
 		b.blocks[h] = b.lru.PushFront(h)
-		if b.lru.Len() > b.capacity {
-			old := b.lru.Back()
-			b.lru.Remove(old)
-			delete(b.blocks, old.Value.(uint64))
-		}
+	}
+	for b.lru.Len() > b.capacity {
+		old := b.lru.Back()
+		b.lru.Remove(old)
+		delete(b.blocks, old.Value.(uint64))
 	}
 }

@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		r.byAddr[rep] = i
 	}
 	r.stepping = make([]bool, len(r.replicas))
-	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.BuildOptions{Seed: cfg.Seed})
+	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.BuildOptions{Seed: cfg.Seed, Pool: r.pool})
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
