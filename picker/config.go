@@ -74,9 +74,18 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses configuration YAML strictly.
+func ParseConfig(b []byte) (Config, error) {
 	var c Config
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
+		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
 }

@@ -34,12 +34,16 @@ type Options struct {
 
 // Picker is an assembled endpoint picker.
 type Picker struct {
+	mu        sync.Mutex // guards cfg
 	cfg       Config
 	opts      Options
+	seed      uint64
 	Pool      *pool.Pool
 	Scheduler *scheduler.Scheduler
 	Server    *extproc.Server
 	registry  *prometheus.Registry
+
+	reloadMetrics *reloadMetrics
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -79,7 +83,8 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		Pool: p, Scheduler: sched, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes,
 		Observe: opts.Observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
 	})
-	return &Picker{cfg: cfg, opts: opts, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry}, nil
+	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
+		reloadMetrics: newReloadMetrics(opts.Registry)}, nil
 }
 
 // Serve runs the picker on grpcLis (and metricsLis when not nil) until ctx is done, then
@@ -145,4 +150,8 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 }
 
 // Config returns the effective configuration, defaults applied.
-func (p *Picker) Config() Config { return p.cfg }
+func (p *Picker) Config() Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
+}

@@ -47,6 +47,24 @@ func run(args []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
+	// Flags override the file, at start and on every reload of it.
+	override := func(cfg *picker.Config) {
+		if *endpoints != "" {
+			cfg.EndpointsFile, cfg.Endpoints = *endpoints, nil
+		}
+		if *grpcAddr != "" {
+			cfg.GRPCAddress = *grpcAddr
+		}
+		if *metricsAddr != "" {
+			cfg.MetricsAddress = *metricsAddr
+		}
+		if cfg.MetricsAddress == "" {
+			cfg.MetricsAddress = picker.DefaultMetricsAddress
+		}
+		if *scrape > 0 {
+			cfg.ScrapeInterval = picker.Duration(*scrape)
+		}
+	}
 	var cfg picker.Config
 	if *configPath != "" {
 		var err error
@@ -54,21 +72,7 @@ func run(args []string) error {
 			return err
 		}
 	}
-	if *endpoints != "" {
-		cfg.EndpointsFile, cfg.Endpoints = *endpoints, nil
-	}
-	if *grpcAddr != "" {
-		cfg.GRPCAddress = *grpcAddr
-	}
-	if *metricsAddr != "" {
-		cfg.MetricsAddress = *metricsAddr
-	}
-	if cfg.MetricsAddress == "" {
-		cfg.MetricsAddress = picker.DefaultMetricsAddress
-	}
-	if *scrape > 0 {
-		cfg.ScrapeInterval = picker.Duration(*scrape)
-	}
+	override(&cfg)
 	p, err := picker.New(cfg, picker.Options{Log: log})
 	if err != nil {
 		return err
@@ -86,6 +90,10 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *configPath != "" {
+		// A valid edit of the file applies to new requests; an invalid one is logged and counted.
+		go p.WatchConfig(ctx, *configPath, time.Second, override)
+	}
 	start := time.Now()
 	err = p.Serve(ctx, glis, mlis)
 	log.Info("picker stopped", "uptime", time.Since(start).Round(time.Second).String())

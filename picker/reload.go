@@ -1,0 +1,141 @@
+package picker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/augur-llm/augur/scheduler"
+)
+
+// reloadMetrics count configuration reloads, so a rejected edit is visible on dashboards.
+type reloadMetrics struct {
+	reloads *prometheus.CounterVec
+	success prometheus.Gauge
+}
+
+func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
+	m := &reloadMetrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "augur_config_reloads_total", Help: "Configuration reloads, by result (applied or rejected).",
+		}, []string{"result"}),
+		success: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "augur_config_last_reload_successful", Help: "1 when the last configuration reload was applied, 0 when it was rejected.",
+		}),
+	}
+	reg.MustRegister(m.reloads, m.success)
+	m.success.Set(1)
+	return m
+}
+
+// Reload applies a changed configuration to new requests, without a restart: the scheduling
+// profile and inline endpoints. Requests being scheduled finish with the profile they started
+// with. An invalid configuration is rejected whole and the running one stays. Settings that
+// only take effect at start (listen addresses, scrape timing, body limit, fallbacks) are
+// reported in the log when they change, and keep their running values.
+func (p *Picker) Reload(cfg Config) error {
+	err := p.reload(cfg)
+	result := "applied"
+	if err != nil {
+		result = "rejected"
+		p.reloadMetrics.success.Set(0)
+		p.opts.Log.Error("configuration rejected; the running one stays", "err", err)
+	} else {
+		p.reloadMetrics.success.Set(1)
+	}
+	p.reloadMetrics.reloads.WithLabelValues(result).Inc()
+	return err
+}
+
+func (p *Picker) reload(cfg Config) error {
+	cfg.withDefaults()
+	eps, err := cfg.endpoints()
+	if err != nil {
+		return err
+	}
+	prof, err := scheduler.DefaultRegistry().Build(*cfg.Profile, scheduler.BuildOptions{Seed: p.seed, Pool: p.Pool, Previous: p.Scheduler.Profile()})
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if cfg.EndpointsFile == "" {
+		// Inline endpoints are part of the configuration; a file is watched by its own source.
+		if err := p.Pool.Set(eps); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	if err := p.Scheduler.SetProfile(prof); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	p.mu.Lock()
+	old := p.cfg
+	p.cfg.Profile, p.cfg.Endpoints = cfg.Profile, cfg.Endpoints
+	p.mu.Unlock()
+	for _, f := range []struct {
+		name     string
+		old, new any
+	}{
+		{"grpcAddress", old.GRPCAddress, cfg.GRPCAddress}, {"metricsAddress", old.MetricsAddress, cfg.MetricsAddress},
+		{"endpointsFile", old.EndpointsFile, cfg.EndpointsFile}, {"scrapeInterval", old.ScrapeInterval, cfg.ScrapeInterval},
+		{"scrapeTimeout", old.ScrapeTimeout, cfg.ScrapeTimeout}, {"staleAfter", old.StaleAfter, cfg.StaleAfter},
+		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes}, {"fallbacks", *old.Fallbacks, *cfg.Fallbacks},
+		{"seed", old.Seed, cfg.Seed}, {"drainTimeout", old.DrainTimeout, cfg.DrainTimeout},
+	} {
+		if !reflect.DeepEqual(f.old, f.new) {
+			p.opts.Log.Warn("configuration setting changed; it takes effect at the next restart", "setting", f.name)
+		}
+	}
+	p.opts.Log.Info("configuration applied", "profile", prof.Name)
+	return nil
+}
+
+// WatchConfig reloads the configuration file at path whenever its content changes, until ctx
+// ends. It polls, which follows editors' rename-on-save and Kubernetes ConfigMap symlink swaps
+// alike, at the cost of up to one interval of delay.
+//
+// override, when not nil, is applied to every version read, as command-line flags are to the
+// file at start.
+func (p *Picker) WatchConfig(ctx context.Context, path string, every time.Duration, override func(*Config)) {
+	if every <= 0 {
+		every = time.Second
+	}
+	// The first read applies the file as it is now, which may already differ from what the
+	// picker started with.
+	var last []byte
+	t := p.opts.Clock.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) || last != nil {
+				p.opts.Log.Warn("cannot read the configuration file", "path", path, "err", err)
+			}
+			continue
+		}
+		if bytes.Equal(b, last) {
+			continue
+		}
+		last = b
+		cfg, err := ParseConfig(b)
+		if err != nil {
+			p.reloadMetrics.reloads.WithLabelValues("rejected").Inc()
+			p.reloadMetrics.success.Set(0)
+			p.opts.Log.Error("configuration rejected; the running one stays", "path", path, "err", err)
+			continue
+		}
+		if override != nil {
+			override(&cfg)
+		}
+		_ = p.Reload(cfg) // Reload logs and counts
+	}
+}
