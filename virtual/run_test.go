@@ -117,3 +117,20 @@ func BenchmarkTenMinutesSharedPrefix(b *testing.B) {
 		b.ReportMetric(float64(res.Events), "events")
 	}
 }
+
+// Issue 4's yardstick: at the rate where round-robin saturates (10 req/s on this pool), the
+// llm-d default profile cuts the TTFT median at least tenfold and keeps the busiest replica
+// within twice the quietest's request count.
+func TestLLMDProfileAgainstRoundRobin(t *testing.T) {
+	ladder := workload.ConstantLadder(10, 2*time.Minute)
+	rr := report.Compute(runOnce(t, "round-robin", 5, ladder, 1000).Outcomes, report.Options{})
+	ld := report.Compute(runOnce(t, "llm-d", 5, ladder, 1000).Outcomes, report.Options{})
+	r, l := *rr.Overall.TTFT.P50, *ld.Overall.TTFT.P50
+	t.Logf("TTFT p50: round-robin %.0f ms, llm-d %.0f ms (%.0fx); llm-d requests per replica max/min %.2f", r, l, r/l, *ld.ReplicaMaxMin)
+	if r < 10*l {
+		t.Errorf("llm-d TTFT p50 %.0f ms is not a tenth of round-robin's %.0f ms", l, r)
+	}
+	if *ld.ReplicaMaxMin > 2 {
+		t.Errorf("llm-d per-replica requests max/min %.2f > 2: a hot-spot", *ld.ReplicaMaxMin)
+	}
+}
