@@ -31,6 +31,10 @@ type BuildOptions struct {
 	Seed uint64
 	// Pool is the pool the profile schedules over, for plugins that follow its membership.
 	Pool *pool.Pool
+	// Previous is the profile being replaced, on a configuration reload: its plugins are
+	// reused where their configuration is unchanged, so learned state (the prefix record,
+	// sessions) survives the reload.
+	Previous *Profile
 }
 
 // Factory builds a plugin from its arguments. The result must implement Filter, Scorer or
@@ -136,9 +140,9 @@ func noArgs(p any) Factory {
 
 // Build constructs the profile pc describes.
 func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
-	prof := &Profile{Name: pc.Name}
+	prof := &Profile{Name: pc.Name, instances: map[string]any{}}
 	for _, fc := range pc.Filters {
-		p, err := r.build(pc.Name, "filter", fc, opts)
+		p, err := r.build(prof, "filter", fc, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +153,7 @@ func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
 		prof.Filters = append(prof.Filters, f)
 	}
 	for _, sc := range pc.Scorers {
-		p, err := r.build(pc.Name, "scorer", sc, opts)
+		p, err := r.build(prof, "scorer", sc, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +173,7 @@ func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
 	if pc.Picker.Name == "" {
 		return nil, fmt.Errorf("profile %q: picker is required", pc.Name)
 	}
-	p, err := r.build(pc.Name, "picker", pc.Picker, opts)
+	p, err := r.build(prof, "picker", pc.Picker, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -181,18 +185,26 @@ func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
 	return prof, nil
 }
 
-func (r Registry) build(profile, role string, c PluginConfig, opts BuildOptions) (any, error) {
+func (r Registry) build(prof *Profile, role string, c PluginConfig, opts BuildOptions) (any, error) {
 	f, ok := r[c.Name]
 	if !ok {
-		return nil, fmt.Errorf("profile %q: unknown %s plugin %q", profile, role, c.Name)
+		return nil, fmt.Errorf("profile %q: unknown %s plugin %q", prof.Name, role, c.Name)
 	}
 	if c.Weight != nil && role != "scorer" {
-		return nil, fmt.Errorf("profile %q: %s %q: weight applies to scorers only", profile, role, c.Name)
+		return nil, fmt.Errorf("profile %q: %s %q: weight applies to scorers only", prof.Name, role, c.Name)
+	}
+	key := role + "/" + c.Name + "/" + string(bytes.TrimSpace(c.Args))
+	if prev := opts.Previous; prev != nil {
+		if p, ok := prev.instances[key]; ok {
+			prof.instances[key] = p
+			return p, nil
+		}
 	}
 	p, err := f(c.Args, opts)
 	if err != nil {
-		return nil, fmt.Errorf("profile %q: %s %q: %w", profile, role, c.Name, err)
+		return nil, fmt.Errorf("profile %q: %s %q: %w", prof.Name, role, c.Name, err)
 	}
+	prof.instances[key] = p
 	return p, nil
 }
 

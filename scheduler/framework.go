@@ -82,6 +82,7 @@ type Profile struct {
 	Picker  Picker
 
 	observers []DispatchObserver // the plugins above that implement it, found by validate
+	instances map[string]any     // plugins by role, name and arguments, for reuse on reload
 }
 
 // ErrNoEndpoints means no replica may serve the request: none is ready, or the gateway's
