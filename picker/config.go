@@ -39,10 +39,12 @@ type Config struct {
 	// MetricsAddress is where /metrics is served; "" disables it.
 	MetricsAddress string `json:"metricsAddress,omitempty"`
 	// EndpointsFile lists the replicas (see pool.File); Endpoints lists them inline instead.
-	EndpointsFile  string          `json:"endpointsFile,omitempty"`
-	Endpoints      []pool.Endpoint `json:"endpoints,omitempty"`
-	ScrapeInterval Duration        `json:"scrapeInterval,omitempty"`
-	ScrapeTimeout  Duration        `json:"scrapeTimeout,omitempty"`
+	EndpointsFile string          `json:"endpointsFile,omitempty"`
+	Endpoints     []pool.Endpoint `json:"endpoints,omitempty"`
+	// Kubernetes discovers the replicas as ready pods instead (set one of the three).
+	Kubernetes     *KubernetesConfig `json:"kubernetes,omitempty"`
+	ScrapeInterval Duration          `json:"scrapeInterval,omitempty"`
+	ScrapeTimeout  Duration          `json:"scrapeTimeout,omitempty"`
 	// StaleAfter is how old a replica's metrics may be before it is not routed to.
 	StaleAfter Duration `json:"staleAfter,omitempty"`
 	// MaxBodyBytes is the request body limit; larger bodies get 413.
@@ -58,6 +60,22 @@ type Config struct {
 	Profile *scheduler.ProfileConfig `json:"profile,omitempty"`
 	// DrainTimeout is how long requests in progress may run after shutdown starts.
 	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+}
+
+// KubernetesConfig selects the replicas among a namespace's pods: by label, or through an
+// InferencePool (inference.networking.k8s.io/v1) whose selector and target port are followed.
+type KubernetesConfig struct {
+	Namespace     string            `json:"namespace"`
+	Selector      map[string]string `json:"selector,omitempty"`
+	TargetPort    int               `json:"targetPort,omitempty"`
+	InferencePool string            `json:"inferencePool,omitempty"`
+	// ClassLabel is the pod label naming the replica's class (e.g. augur.dev/class).
+	ClassLabel string `json:"classLabel,omitempty"`
+	// MetricsPort, when set, is where /metrics is scraped instead of the target port.
+	MetricsPort int `json:"metricsPort,omitempty"`
+	// Kubeconfig is a kubeconfig file for running outside the cluster; "" uses the pod's
+	// service account.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
 }
 
 // Defaults.
@@ -113,16 +131,33 @@ func (c *Config) withDefaults() {
 	}
 }
 
-// endpoints returns the configured replicas.
+// endpoints returns the replicas known from the configuration alone: the inline list or the
+// endpoint file's current content; none for Kubernetes, whose pods arrive once discovered.
 func (c *Config) endpoints() ([]pool.Endpoint, error) {
-	if c.EndpointsFile != "" && len(c.Endpoints) > 0 {
-		return nil, fmt.Errorf("config: set endpointsFile or endpoints, not both")
+	set := 0
+	for _, b := range []bool{c.EndpointsFile != "", len(c.Endpoints) > 0, c.Kubernetes != nil} {
+		if b {
+			set++
+		}
+	}
+	if set > 1 {
+		return nil, fmt.Errorf("config: set one of endpoints, endpointsFile and kubernetes")
+	}
+	if c.Kubernetes != nil {
+		k := c.Kubernetes
+		if k.Namespace == "" {
+			return nil, fmt.Errorf("config: kubernetes.namespace is required")
+		}
+		if k.InferencePool == "" && (len(k.Selector) == 0 || k.TargetPort <= 0) {
+			return nil, fmt.Errorf("config: kubernetes needs inferencePool, or selector and targetPort")
+		}
+		return nil, nil
 	}
 	if c.EndpointsFile != "" {
 		return pool.LoadFile(c.EndpointsFile)
 	}
 	if len(c.Endpoints) == 0 {
-		return nil, fmt.Errorf("config: no endpoints (set endpointsFile or endpoints)")
+		return nil, fmt.Errorf("config: no endpoints (set endpoints, endpointsFile or kubernetes)")
 	}
 	for _, e := range c.Endpoints {
 		if err := e.Validate(); err != nil {

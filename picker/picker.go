@@ -15,7 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/discovery"
 
 	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/pool"
@@ -30,6 +34,10 @@ type Options struct {
 	Observe func(extproc.Completion)
 	// Registry receives the picker's metrics; default a new registry with Go and process metrics.
 	Registry *prometheus.Registry
+	// KubeClient and DynamicClient replace the clients built from the configuration's
+	// kubernetes section (tests use fakes).
+	KubeClient    kubernetes.Interface
+	DynamicClient dynamic.Interface
 }
 
 // Picker is an assembled endpoint picker.
@@ -44,6 +52,7 @@ type Picker struct {
 	registry  *prometheus.Registry
 
 	reloadMetrics *reloadMetrics
+	source        discovery.Source // nil for inline endpoints
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -79,12 +88,17 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	source, err := newSource(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
 	srv := extproc.NewServer(extproc.Config{
 		Pool: p, Scheduler: sched, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes,
 		Observe: opts.Observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
 	})
+	rm := newReloadMetrics(opts.Registry)
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
-		reloadMetrics: newReloadMetrics(opts.Registry)}, nil
+		reloadMetrics: rm, source: source}, nil
 }
 
 // Serve runs the picker on grpcLis (and metricsLis when not nil) until ctx is done, then
@@ -97,6 +111,25 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	defer stop()
 
 	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	if p.source != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := p.source.Run(runCtx, func(eps []pool.Endpoint) {
+				if err := p.Pool.Set(eps); err != nil {
+					p.reloadMetrics.endpoints.WithLabelValues("rejected").Inc()
+					p.opts.Log.Error("endpoint update rejected; the current set stays", "err", err)
+					return
+				}
+				p.reloadMetrics.endpoints.WithLabelValues("applied").Inc()
+				p.opts.Log.Info("endpoints updated", "endpoints", len(eps))
+			})
+			if err != nil {
+				errc <- fmt.Errorf("endpoint discovery: %w", err)
+			}
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -120,15 +153,17 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 		}()
 	}
 
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(grpcLis) }()
+	go func() {
+		if err := g.Serve(grpcLis); err != nil {
+			errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
 	p.opts.Log.Info("picker serving", "grpc", grpcLis.Addr().String(), "endpoints", len(p.Pool.Replicas()))
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
-		err = fmt.Errorf("grpc server: %w", err)
 	}
 	p.Server.Drain()
 	done := make(chan struct{})

@@ -57,7 +57,9 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{Config{}, "no endpoints"},
-		{Config{EndpointsFile: "x", Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}}, "not both"},
+		{Config{EndpointsFile: "x", Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}}, "set one of"},
+		{Config{Kubernetes: &KubernetesConfig{}}, "namespace is required"},
+		{Config{Kubernetes: &KubernetesConfig{Namespace: "llm"}}, "needs inferencePool"},
 		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "nohost"}}}, "not ip:port"},
 	} {
 		if _, err := New(tc.cfg, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {

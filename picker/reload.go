@@ -16,8 +16,9 @@ import (
 
 // reloadMetrics count configuration reloads, so a rejected edit is visible on dashboards.
 type reloadMetrics struct {
-	reloads *prometheus.CounterVec
-	success prometheus.Gauge
+	reloads   *prometheus.CounterVec
+	success   prometheus.Gauge
+	endpoints *prometheus.CounterVec
 }
 
 func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
@@ -29,7 +30,10 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 			Name: "augur_config_last_reload_successful", Help: "1 when the last configuration reload was applied, 0 when it was rejected.",
 		}),
 	}
-	reg.MustRegister(m.reloads, m.success)
+	m.endpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "augur_endpoint_updates_total", Help: "Endpoint-set updates from discovery, by result (applied or rejected).",
+	}, []string{"result"})
+	reg.MustRegister(m.reloads, m.success, m.endpoints)
 	m.success.Set(1)
 	return m
 }
@@ -63,8 +67,8 @@ func (p *Picker) reload(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if cfg.EndpointsFile == "" {
-		// Inline endpoints are part of the configuration; a file is watched by its own source.
+	if cfg.EndpointsFile == "" && cfg.Kubernetes == nil {
+		// Inline endpoints are part of the configuration; files and Kubernetes have sources.
 		if err := p.Pool.Set(eps); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
@@ -81,7 +85,8 @@ func (p *Picker) reload(cfg Config) error {
 		old, new any
 	}{
 		{"grpcAddress", old.GRPCAddress, cfg.GRPCAddress}, {"metricsAddress", old.MetricsAddress, cfg.MetricsAddress},
-		{"endpointsFile", old.EndpointsFile, cfg.EndpointsFile}, {"scrapeInterval", old.ScrapeInterval, cfg.ScrapeInterval},
+		{"endpointsFile", old.EndpointsFile, cfg.EndpointsFile}, {"kubernetes", old.Kubernetes, cfg.Kubernetes},
+		{"scrapeInterval", old.ScrapeInterval, cfg.ScrapeInterval},
 		{"scrapeTimeout", old.ScrapeTimeout, cfg.ScrapeTimeout}, {"staleAfter", old.StaleAfter, cfg.StaleAfter},
 		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes}, {"fallbacks", *old.Fallbacks, *cfg.Fallbacks},
 		{"seed", old.Seed, cfg.Seed}, {"drainTimeout", old.DrainTimeout, cfg.DrainTimeout},
