@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -56,8 +58,11 @@ type Config struct {
 	Fallbacks *int `json:"fallbacks,omitempty"`
 	// Seed makes random tie-breaks repeatable; 0 picks one at start.
 	Seed uint64 `json:"seed,omitempty"`
-	// Profile is the scheduling profile; nil means the built-in default.
+	// Profile is the scheduling profile; nil means the built-in named by ProfileName.
 	Profile *scheduler.ProfileConfig `json:"profile,omitempty"`
+	// ProfileName names a built-in profile (scheduler.BuiltinProfiles: default, llm-d,
+	// prefix-load, prefix-guarded, round-robin, random) when Profile is not set.
+	ProfileName string `json:"profileName,omitempty"`
 	// DrainTimeout is how long requests in progress may run after shutdown starts.
 	DrainTimeout Duration `json:"drainTimeout,omitempty"`
 }
@@ -125,10 +130,28 @@ func (c *Config) withDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = Duration(DefaultDrainTimeout)
 	}
-	if c.Profile == nil {
-		p := scheduler.DefaultProfileConfig()
-		c.Profile = &p
+}
+
+// profile resolves the scheduling profile the configuration asks for.
+func (c *Config) profile() (scheduler.ProfileConfig, error) {
+	switch {
+	case c.Profile != nil && c.ProfileName != "":
+		return scheduler.ProfileConfig{}, fmt.Errorf("config: set profile or profileName, not both")
+	case c.Profile != nil:
+		return *c.Profile, nil
+	case c.ProfileName != "":
+		p, ok := scheduler.BuiltinProfiles()[c.ProfileName]
+		if !ok {
+			var names []string
+			for n := range scheduler.BuiltinProfiles() {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			return p, fmt.Errorf("config: unknown profileName %q (built-in: %s)", c.ProfileName, strings.Join(names, ", "))
+		}
+		return p, nil
 	}
+	return scheduler.DefaultProfileConfig(), nil
 }
 
 // endpoints returns the replicas known from the configuration alone: the inline list or the

@@ -80,7 +80,11 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	prof, err := scheduler.DefaultRegistry().Build(*cfg.Profile, scheduler.BuildOptions{Seed: seed, Pool: p})
+	pc, err := cfg.profile()
+	if err != nil {
+		return nil, err
+	}
+	prof, err := scheduler.DefaultRegistry().Build(pc, scheduler.BuildOptions{Seed: seed, Pool: p})
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

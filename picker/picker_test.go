@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/scheduler"
 )
 
 func TestShippedConfigLoads(t *testing.T) {
@@ -59,6 +60,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{}, "no endpoints"},
 		{Config{EndpointsFile: "x", Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}}, "set one of"},
 		{Config{Kubernetes: &KubernetesConfig{}}, "namespace is required"},
+		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, ProfileName: "fastest"}, "unknown profileName"},
+		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, ProfileName: "llm-d", Profile: &scheduler.ProfileConfig{}}, "not both"},
 		{Config{Kubernetes: &KubernetesConfig{Namespace: "llm"}}, "needs inferencePool"},
 		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "nohost"}}}, "not ip:port"},
 	} {
@@ -103,5 +106,17 @@ func TestServeExposesMetricsAndDrains(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after its context ended")
+	}
+}
+
+func TestBuiltinProfileByName(t *testing.T) {
+	p, err := New(Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, ProfileName: "llm-d"},
+		Options{Log: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof := p.Scheduler.Profile()
+	if prof.Name != "llm-d" || len(prof.Scorers) != 3 || prof.Scorers[0].Name() != "prefix" || prof.Scorers[0].Weight != 3 {
+		t.Fatalf("profile %+v", prof)
 	}
 }

@@ -63,7 +63,11 @@ func (p *Picker) reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	prof, err := scheduler.DefaultRegistry().Build(*cfg.Profile, scheduler.BuildOptions{Seed: p.seed, Pool: p.Pool, Previous: p.Scheduler.Profile()})
+	pc, err := cfg.profile()
+	if err != nil {
+		return err
+	}
+	prof, err := scheduler.DefaultRegistry().Build(pc, scheduler.BuildOptions{Seed: p.seed, Pool: p.Pool, Previous: p.Scheduler.Profile()})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -78,7 +82,7 @@ func (p *Picker) reload(cfg Config) error {
 	}
 	p.mu.Lock()
 	old := p.cfg
-	p.cfg.Profile, p.cfg.Endpoints = cfg.Profile, cfg.Endpoints
+	p.cfg.Profile, p.cfg.ProfileName, p.cfg.Endpoints = cfg.Profile, cfg.ProfileName, cfg.Endpoints
 	p.mu.Unlock()
 	for _, f := range []struct {
 		name     string
