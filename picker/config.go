@@ -65,6 +65,10 @@ type Config struct {
 	ProfileName string `json:"profileName,omitempty"`
 	// DrainTimeout is how long requests in progress may run after shutdown starts.
 	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+	// DatabaseURL is the Postgres every routed request is recorded to; "" records nothing.
+	DatabaseURL string `json:"databaseURL,omitempty"`
+	// Retention is how long recorded samples are kept; default 7 days.
+	Retention Duration `json:"retention,omitempty"`
 }
 
 // KubernetesConfig selects the replicas among a namespace's pods: by label, or through an

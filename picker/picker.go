@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,6 +25,7 @@ import (
 	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/store"
 )
 
 // Options are the parts of a picker that are code, not configuration.
@@ -53,6 +55,10 @@ type Picker struct {
 
 	reloadMetrics *reloadMetrics
 	source        discovery.Source // nil for inline endpoints
+
+	db *pgxpool.Pool
+	// Recorder records every routed request to Postgres; nil without a database URL.
+	Recorder *store.Recorder
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -96,13 +102,32 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
+	var db *pgxpool.Pool
+	var rec *store.Recorder
+	observe := opts.Observe
+	if cfg.DatabaseURL != "" {
+		// The pool connects lazily: a database that is down at start delays recording, never
+		// routing.
+		if db, err = pgxpool.New(context.Background(), cfg.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("config: databaseURL: %w", err)
+		}
+		rec = store.NewRecorder(db, store.RecorderOptions{Retention: time.Duration(cfg.Retention), Clock: opts.Clock,
+			Log: opts.Log, Registry: opts.Registry})
+		user := opts.Observe
+		observe = func(c extproc.Completion) {
+			rec.Add(sample(c))
+			if user != nil {
+				user(c)
+			}
+		}
+	}
 	srv := extproc.NewServer(extproc.Config{
 		Pool: p, Scheduler: sched, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes,
-		Observe: opts.Observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
+		Observe: observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
 	})
 	rm := newReloadMetrics(opts.Registry)
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
-		reloadMetrics: rm, source: source}, nil
+		reloadMetrics: rm, source: source, db: db, Recorder: rec}, nil
 }
 
 // Serve runs the picker on grpcLis (and metricsLis when not nil) until ctx is done, then
@@ -133,6 +158,18 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 				errc <- fmt.Errorf("endpoint discovery: %w", err)
 			}
 		}()
+	}
+	recDone := make(chan struct{})
+	if p.Recorder != nil {
+		go func() {
+			defer close(recDone)
+			p.migrateUntilDone(runCtx)
+			if runCtx.Err() == nil {
+				p.Recorder.Run()
+			}
+		}()
+	} else {
+		close(recDone)
 	}
 	wg.Add(2)
 	go func() {
@@ -178,6 +215,20 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 		p.opts.Log.Warn("drain timeout: closing streams still open")
 		g.Stop()
 	}
+	stop() // scrapes, health, discovery and a migration still retrying
+	if p.Recorder != nil {
+		// The writer stops and what is buffered gets a few seconds to reach the database.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if cerr := p.Recorder.Close(fctx); cerr != nil {
+			p.opts.Log.Warn("samples left unwritten at shutdown", "err", cerr)
+		}
+		cancel()
+		<-recDone
+		st := p.Recorder.Stats()
+		p.opts.Log.Info("recorder stopped", "recorded", st.Recorded, "dropped_full", st.DroppedFull,
+			"dropped_shutdown", st.DroppedShutdown, "invalid", st.Invalid)
+		p.db.Close()
+	}
 	if metricsSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = metricsSrv.Shutdown(sctx)
@@ -186,6 +237,31 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	stop()
 	wg.Wait()
 	return err
+}
+
+// migrateUntilDone brings the schema up to date, retrying while the database is away; samples
+// wait in the recorder's buffer meanwhile.
+func (p *Picker) migrateUntilDone(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for logged := false; ; {
+		err := store.Migrate(ctx, p.db)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !logged {
+			p.opts.Log.Warn("database not ready; recording waits", "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.opts.Clock.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // Config returns the effective configuration, defaults applied.

@@ -39,6 +39,10 @@ type Candidate struct {
 	Replica *pool.Replica
 	Metrics pool.Metrics
 	Load    pool.Load
+	// PrefixMatch is the share of the prompt's blocks the prefix scorer expects the replica
+	// to hold, when a prefix scorer ran: scorers may note features they computed here, for
+	// the decision's record.
+	PrefixMatch float64
 }
 
 // Filter removes candidates that must not serve the request. It may reorder or reuse cands

@@ -84,6 +84,7 @@ func (s *PrefixScorer) Score(_ context.Context, req *Request, cands []Candidate,
 	for i, c := range cands {
 		if idx := s.indexes[c.Replica]; idx != nil {
 			scores[i] = float64(idx.matched(hashes)) / float64(len(hashes))
+			cands[i].PrefixMatch = scores[i]
 		}
 	}
 }

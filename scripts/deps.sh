@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Augur needs on a Debian machine, idempotently:
-# a Go toolchain (from the Go module proxy when the machine has none recent enough) and the Go
-# modules. Prints the directory holding the go binary to use, last, on stdout.
+# a Go toolchain (from the Go module proxy when the machine has none recent enough), the Go
+# modules and the PostgreSQL server (Debian's package, for pgserver). Prints the directory
+# holding the go binary to use, last, on stdout; everything else goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,25 @@ if [ -z "$gobin" ]; then
   chmod +x .cache/go/bin/* .cache/go/pkg/tool/*/* 2>/dev/null || true
   rm -rf .cache/go-unpack "$zip"
   gobin="$PWD/.cache/go/bin/go"
+fi
+
+# PostgreSQL server binaries, for pgserver: the throw-away database of `make demo` and of the
+# tests that use Postgres. Looked for where pgserver looks (pg_config --bindir, Debian's
+# /usr/lib/postgresql/N/bin, PATH); installed with apt only when none has initdb and postgres.
+have_pg_server() {
+  local d
+  for d in "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; do
+    if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/postgres" ]; then return 0; fi
+  done
+  command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
+}
+if ! have_pg_server; then
+  echo "deps: installing PostgreSQL (initdb not found)" >&2
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  apt_install() { $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2; }
+  $sudo_cmd apt-get update -qq >&2
+  apt_install postgresql-15 || apt_install postgresql
+  have_pg_server || { echo "deps: PostgreSQL installed but initdb/postgres still not found" >&2; exit 1; }
 fi
 
 "$gobin" mod download >&2

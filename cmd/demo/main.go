@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,12 +21,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/augur-llm/augur/extproc"
+	"github.com/augur-llm/augur/pgserver"
+	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/stack"
+	"github.com/augur-llm/augur/store"
 )
 
 func main() {
@@ -42,6 +47,7 @@ type options struct {
 	rate               float64
 	profile            string
 	seed               uint64
+	databaseURL        string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -52,6 +58,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.replicas, "replicas", 4, "simulated replicas")
 	fs.StringVar(&o.profile, "profile", "8b-h100", "simulator profile")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workload and the simulator")
+	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("AUGUR_DATABASE_URL"), "Postgres to record samples to (default $AUGUR_DATABASE_URL; empty: start a local one under .cache/demo-postgres)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,12 +66,23 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("--requests, --rate and --replicas must be positive")
 	}
 
+	if o.databaseURL == "" {
+		fmt.Fprintln(out, "starting a local Postgres under .cache/demo-postgres (set --database-url to use another)...")
+		pg, err := pgserver.Start(ctx, pgserver.Options{Dir: filepath.Join(".cache", "demo-postgres")})
+		if err != nil {
+			return fmt.Errorf("local Postgres: %w", err)
+		}
+		defer pg.Close()
+		o.databaseURL = pg.URL()
+	}
+	runStart := time.Now()
+
 	var mu sync.Mutex
 	picked := map[string]extproc.Completion{}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := stack.Start(startCtx, stack.Config{
-		Replicas: o.replicas, Profile: o.profile, Seed: o.seed,
+		Replicas: o.replicas, Profile: o.profile, Seed: o.seed, Picker: picker.Config{DatabaseURL: o.databaseURL},
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Observe: func(c extproc.Completion) {
 			mu.Lock()
@@ -89,12 +107,31 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			break
 		}
 	}
-	if err := st.Close(); err != nil {
+	rec := st.Picker.Recorder
+	if err := st.Close(); err != nil { // the picker flushes its samples as it stops
 		return fmt.Errorf("stopping the stack: %w", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return report(out, results, picked)
+	if err := report(out, results, picked); err != nil {
+		return err
+	}
+	db, err := pgxpool.New(ctx, o.databaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer db.Close()
+	kept, err := store.CountSamples(ctx, db, runStart, time.Now().Add(time.Minute))
+	if err != nil {
+		return err
+	}
+	s := rec.Stats()
+	fmt.Fprintf(out, "samples kept in Postgres: %d of %d routed requests (recorded %d, dropped %d, invalid %d).\n",
+		kept, len(picked), s.Recorded, s.DroppedFull+s.DroppedShutdown, s.Invalid)
+	if kept != int64(len(picked)) {
+		return fmt.Errorf("%d samples kept for %d routed requests", kept, len(picked))
+	}
+	return nil
 }
 
 type sent struct {

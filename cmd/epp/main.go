@@ -37,6 +37,7 @@ func run(args []string) error {
 	grpcAddr := fs.String("grpc-addr", "", "ext_proc gRPC listen address (default "+picker.DefaultGRPCAddress+")")
 	metricsAddr := fs.String("metrics-addr", "", "Prometheus /metrics listen address (default "+picker.DefaultMetricsAddress+"; \"off\" disables)")
 	scrape := fs.Duration("scrape-interval", 0, "replica /metrics scrape interval (default 50ms)")
+	dbURL := fs.String("database-url", os.Getenv("AUGUR_DATABASE_URL"), "Postgres URL every routed request is recorded to (default $AUGUR_DATABASE_URL; empty records nothing)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,6 +64,9 @@ func run(args []string) error {
 		}
 		if *scrape > 0 {
 			cfg.ScrapeInterval = picker.Duration(*scrape)
+		}
+		if *dbURL != "" {
+			cfg.DatabaseURL = *dbURL
 		}
 	}
 	var cfg picker.Config

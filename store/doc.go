@@ -1,0 +1,10 @@
+// Package store is the single owner of Augur's SQL: the Postgres schema and its embedded,
+// versioned migrations, the request-sample log every routed request is recorded to, its
+// retention, and the model-version table the trainer publishes to.
+//
+// Recording never slows or breaks routing: the Recorder takes samples into a bounded
+// in-memory buffer and a background writer copies them to Postgres in batches, retrying while
+// the database is away and counting what it could not keep.
+//
+// It may depend on pgx and the Prometheus client; nothing on the request path waits on it.
+package store

@@ -1,0 +1,207 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Sample is one routed request as recorded: the chosen replica's features at decision time,
+// the prediction used, the objectives, and what was observed. Optional values are pointers
+// (NULL in the table).
+type Sample struct {
+	Time           time.Time
+	RequestID      string
+	Model          string
+	Objective      string
+	FairnessID     string
+	Stream         bool
+	Replica        string
+	ReplicaAddress string
+	ReplicaClass   string
+
+	KVCacheUsage           float64
+	NumRequestsWaiting     int
+	NumRequestsRunning     int
+	PrefixMatch            float64
+	InflightRequests       int
+	PrefillTokensInFlight  int64
+	DecodeRequestsInFlight int
+	InflightTokens         int64
+	MetricsAgeMs           float64
+	NumGPUBlocks           int
+	BlockSize              int
+	InputTokens            int
+	MaxTokens              int
+
+	SLOTTFTMs, SLOTPOTMs             *float64
+	PredictedTTFTMs, PredictedTPOTMs *float64
+	ModelVersion                     *string
+
+	DecisionUs           float64
+	TTFTMs, TPOTMs       *float64
+	E2EMs                float64
+	PromptTokensReported *int
+	CachedTokensReported *int
+	OutputTokens         int
+	Outcome              string
+	Status               int
+}
+
+// maxLatencyMs bounds every latency field: a day is beyond any request a picker routes, so a
+// larger value is a clock or measurement error.
+const maxLatencyMs = 24 * 60 * 60 * 1000
+
+// ErrInvalid marks samples rejected by Validate.
+var ErrInvalid = errors.New("invalid sample")
+
+// Validate rejects samples whose values cannot be true: negative or non-finite latencies and
+// counts, usage outside 0..1, missing identity. They would poison a trainer.
+func (s *Sample) Validate() error {
+	bad := func(field string, v any) error { return fmt.Errorf("%w: %s = %v", ErrInvalid, field, v) }
+	if s.Time.IsZero() {
+		return bad("time", s.Time)
+	}
+	if s.RequestID == "" || s.Replica == "" || s.Outcome == "" {
+		return fmt.Errorf("%w: request id, replica and outcome are required", ErrInvalid)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+		max  float64
+	}{
+		{"e2e_ms", s.E2EMs, maxLatencyMs}, {"decision_us", s.DecisionUs, maxLatencyMs * 1000},
+		{"metrics_age_ms", s.MetricsAgeMs, math.MaxFloat64}, {"kv_cache_usage", s.KVCacheUsage, 1},
+		{"prefix_match", s.PrefixMatch, 1},
+	} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 || f.v > f.max {
+			return bad(f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{
+		{"ttft_ms", s.TTFTMs}, {"tpot_ms", s.TPOTMs}, {"slo_ttft_ms", s.SLOTTFTMs}, {"slo_tpot_ms", s.SLOTPOTMs},
+		{"predicted_ttft_ms", s.PredictedTTFTMs}, {"predicted_tpot_ms", s.PredictedTPOTMs},
+	} {
+		if f.v != nil && (math.IsNaN(*f.v) || math.IsInf(*f.v, 0) || *f.v < 0 || *f.v > maxLatencyMs) {
+			return bad(f.name, *f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"num_requests_waiting", int64(s.NumRequestsWaiting)}, {"num_requests_running", int64(s.NumRequestsRunning)},
+		{"inflight_requests", int64(s.InflightRequests)}, {"prefill_tokens_in_flight", s.PrefillTokensInFlight},
+		{"decode_requests_in_flight", int64(s.DecodeRequestsInFlight)}, {"inflight_tokens", s.InflightTokens},
+		{"num_gpu_blocks", int64(s.NumGPUBlocks)}, {"block_size", int64(s.BlockSize)},
+		{"input_tokens", int64(s.InputTokens)}, {"max_tokens", int64(s.MaxTokens)}, {"output_tokens", int64(s.OutputTokens)},
+		{"status", int64(s.Status)},
+	} {
+		if f.v < 0 {
+			return bad(f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"prompt_tokens_reported", s.PromptTokensReported}, {"cached_tokens_reported", s.CachedTokensReported}} {
+		if f.v != nil && *f.v < 0 {
+			return bad(f.name, *f.v)
+		}
+	}
+	return nil
+}
+
+// sampleColumns is the column order of CopyFrom and of reads.
+var sampleColumns = []string{
+	"time", "request_id", "model", "objective", "fairness_id", "stream", "replica", "replica_address", "replica_class",
+	"kv_cache_usage", "num_requests_waiting", "num_requests_running", "prefix_match", "inflight_requests",
+	"prefill_tokens_in_flight", "decode_requests_in_flight", "inflight_tokens", "metrics_age_ms", "num_gpu_blocks",
+	"block_size", "input_tokens", "max_tokens", "slo_ttft_ms", "slo_tpot_ms", "predicted_ttft_ms", "predicted_tpot_ms",
+	"model_version", "decision_us", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens_reported", "cached_tokens_reported",
+	"output_tokens", "outcome", "status",
+}
+
+func (s *Sample) values() []any {
+	return []any{
+		s.Time, s.RequestID, s.Model, s.Objective, s.FairnessID, s.Stream, s.Replica, s.ReplicaAddress, s.ReplicaClass,
+		s.KVCacheUsage, s.NumRequestsWaiting, s.NumRequestsRunning, s.PrefixMatch, s.InflightRequests,
+		s.PrefillTokensInFlight, s.DecodeRequestsInFlight, s.InflightTokens, s.MetricsAgeMs, s.NumGPUBlocks,
+		s.BlockSize, s.InputTokens, s.MaxTokens, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs,
+		s.ModelVersion, s.DecisionUs, s.TTFTMs, s.TPOTMs, s.E2EMs, s.PromptTokensReported, s.CachedTokensReported,
+		s.OutputTokens, s.Outcome, s.Status,
+	}
+}
+
+func (s *Sample) scanTargets() []any {
+	return []any{
+		&s.Time, &s.RequestID, &s.Model, &s.Objective, &s.FairnessID, &s.Stream, &s.Replica, &s.ReplicaAddress, &s.ReplicaClass,
+		&s.KVCacheUsage, &s.NumRequestsWaiting, &s.NumRequestsRunning, &s.PrefixMatch, &s.InflightRequests,
+		&s.PrefillTokensInFlight, &s.DecodeRequestsInFlight, &s.InflightTokens, &s.MetricsAgeMs, &s.NumGPUBlocks,
+		&s.BlockSize, &s.InputTokens, &s.MaxTokens, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs,
+		&s.ModelVersion, &s.DecisionUs, &s.TTFTMs, &s.TPOTMs, &s.E2EMs, &s.PromptTokensReported, &s.CachedTokensReported,
+		&s.OutputTokens, &s.Outcome, &s.Status,
+	}
+}
+
+// WriteSamples copies samples into the table in one COPY.
+func WriteSamples(ctx context.Context, db *pgxpool.Pool, samples []Sample) error {
+	n, err := db.CopyFrom(ctx, pgx.Identifier{"request_samples"}, sampleColumns,
+		pgx.CopyFromSlice(len(samples), func(i int) ([]any, error) { return samples[i].values(), nil }))
+	if err != nil {
+		return fmt.Errorf("write samples: %w", err)
+	}
+	if int(n) != len(samples) {
+		return fmt.Errorf("write samples: copied %d of %d", n, len(samples))
+	}
+	return nil
+}
+
+// ReadSamples returns the samples with from <= time < to, oldest first: the trainer's read.
+func ReadSamples(ctx context.Context, db *pgxpool.Pool, from, to time.Time) ([]Sample, error) {
+	q := "SELECT " + strings.Join(sampleColumns, ", ") + " FROM request_samples WHERE time >= $1 AND time < $2 ORDER BY time, request_id"
+	rows, err := db.Query(ctx, q, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("read samples: %w", err)
+	}
+	defer rows.Close()
+	var out []Sample
+	for rows.Next() {
+		var s Sample
+		if err := rows.Scan(s.scanTargets()...); err != nil {
+			return nil, fmt.Errorf("read samples: %w", err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read samples: %w", err)
+	}
+	return out, nil
+}
+
+// CountSamples returns how many samples have from <= time < to.
+func CountSamples(ctx context.Context, db *pgxpool.Pool, from, to time.Time) (int64, error) {
+	var n int64
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM request_samples WHERE time >= $1 AND time < $2", from, to).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count samples: %w", err)
+	}
+	return n, nil
+}
+
+// DeleteOlderThan removes samples recorded before cutoff and returns how many: retention.
+func DeleteOlderThan(ctx context.Context, db *pgxpool.Pool, cutoff time.Time) (int64, error) {
+	tag, err := db.Exec(ctx, "DELETE FROM request_samples WHERE time < $1", cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("retention: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

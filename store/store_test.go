@@ -1,0 +1,199 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/augur-llm/augur/pgserver"
+	"github.com/augur-llm/augur/store"
+)
+
+func open(t testing.TB, srv *pgserver.Server) *pgxpool.Pool {
+	t.Helper()
+	db, err := pgxpool.New(context.Background(), srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func fullSample(i int, at time.Time) store.Sample {
+	return store.Sample{
+		Time: at, RequestID: "req-" + string(rune('a'+i%26)) + time.Duration(i).String(), Model: "m", Objective: "chat",
+		FairnessID: "tenant-1", Stream: i%2 == 0, Replica: "sim-1", ReplicaAddress: "10.0.0.1:8000", ReplicaClass: "8b-h100",
+		KVCacheUsage: 0.25, NumRequestsWaiting: 3, NumRequestsRunning: 17, PrefixMatch: 0.8125, InflightRequests: 4,
+		PrefillTokensInFlight: 7200, DecodeRequestsInFlight: 2, InflightTokens: 9000, MetricsAgeMs: 31.5,
+		NumGPUBlocks: 19208, BlockSize: 16, InputTokens: 7200, MaxTokens: 1000,
+		SLOTTFTMs: ptr(500.0), SLOTPOTMs: ptr(50.0), PredictedTTFTMs: ptr(212.5), PredictedTPOTMs: ptr(31.25),
+		ModelVersion: ptr("ttft-2026-11-25T00:00:00Z"), DecisionUs: 18.75, TTFTMs: ptr(230.125), TPOTMs: ptr(29.5),
+		E2EMs: 29700.5, PromptTokensReported: ptr(7200), CachedTokensReported: ptr(6000), OutputTokens: 1000,
+		Outcome: "ok", Status: 200,
+	}
+}
+
+func TestMigrationsAndRoundTrip(t *testing.T) {
+	srv := pgserver.StartForTest(t)
+	db := open(t, srv)
+	ctx := context.Background()
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(ctx, db); err != nil { // re-applying is a no-op
+		t.Fatalf("second migration: %v", err)
+	}
+	var applied int
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&applied); err != nil || applied != 1 {
+		t.Fatalf("schema_migrations rows %d (%v)", applied, err)
+	}
+	at := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)
+	in := []store.Sample{fullSample(1, at), fullSample(2, at.Add(time.Second))}
+	// A sample with every optional value absent round-trips as NULLs.
+	sparse := fullSample(3, at.Add(2*time.Second))
+	sparse.SLOTTFTMs, sparse.SLOTPOTMs, sparse.PredictedTTFTMs, sparse.PredictedTPOTMs = nil, nil, nil, nil
+	sparse.ModelVersion, sparse.TTFTMs, sparse.TPOTMs, sparse.PromptTokensReported, sparse.CachedTokensReported = nil, nil, nil, nil, nil
+	in = append(in, sparse)
+	if err := store.WriteSamples(ctx, db, in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := store.ReadSamples(ctx, db, at, at.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(in) {
+		t.Fatalf("read %d samples, wrote %d", len(out), len(in))
+	}
+	for i := range in {
+		out[i].Time = out[i].Time.UTC()
+		if !reflect.DeepEqual(in[i], out[i]) {
+			t.Errorf("sample %d:\nwrote %+v\nread  %+v", i, in[i], out[i])
+		}
+	}
+	if n, err := store.DeleteOlderThan(ctx, db, at.Add(1500*time.Millisecond)); err != nil || n != 2 {
+		t.Errorf("retention deleted %d (%v), want 2", n, err)
+	}
+}
+
+func TestConcurrentStartups(t *testing.T) {
+	srv := pgserver.StartForTest(t)
+	db := open(t, srv)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			other, err := pgxpool.New(context.Background(), srv.URL())
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer other.Close()
+			errs[i] = store.Migrate(context.Background(), other)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("start-up %d: %v", i, err)
+		}
+	}
+	if err := store.WriteSamples(context.Background(), db, []store.Sample{fullSample(1, time.Now())}); err != nil {
+		t.Fatalf("after concurrent migrations the table is not usable: %v", err)
+	}
+}
+
+func TestValidateRejectsAbsurdValues(t *testing.T) {
+	for name, mutate := range map[string]func(*store.Sample){
+		"negative e2e":      func(s *store.Sample) { s.E2EMs = -1 },
+		"NaN ttft":          func(s *store.Sample) { s.TTFTMs = ptr(math.NaN()) },
+		"infinite tpot":     func(s *store.Sample) { s.TPOTMs = ptr(math.Inf(1)) },
+		"a week of ttft":    func(s *store.Sample) { s.TTFTMs = ptr(7 * 24 * 3600e3) },
+		"kv usage above 1":  func(s *store.Sample) { s.KVCacheUsage = 1.5 },
+		"negative tokens":   func(s *store.Sample) { s.OutputTokens = -3 },
+		"no request id":     func(s *store.Sample) { s.RequestID = "" },
+		"negative cached":   func(s *store.Sample) { s.CachedTokensReported = ptr(-1) },
+		"zero time":         func(s *store.Sample) { s.Time = time.Time{} },
+		"NaN prefix match":  func(s *store.Sample) { s.PrefixMatch = math.NaN() },
+		"negative decision": func(s *store.Sample) { s.DecisionUs = -0.5 },
+	} {
+		s := fullSample(1, time.Now())
+		mutate(&s)
+		if err := s.Validate(); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("%s: Validate = %v, want ErrInvalid", name, err)
+		}
+	}
+	s := fullSample(1, time.Now())
+	if err := s.Validate(); err != nil {
+		t.Fatalf("a good sample was rejected: %v", err)
+	}
+}
+
+func TestRecorderCountsEverything(t *testing.T) {
+	srv := pgserver.StartForTest(t)
+	db := open(t, srv)
+	ctx := context.Background()
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	r := store.NewRecorder(db, store.RecorderOptions{BufferSize: 1000, BatchSize: 100, FlushEvery: 10 * time.Millisecond})
+	go r.Run()
+	now := time.Now()
+	for i := range 500 {
+		r.Add(fullSample(i, now))
+	}
+	bad := fullSample(0, now)
+	bad.E2EMs = math.NaN()
+	r.Add(bad) // rejected before the database, counted
+	waitFor(t, func() bool { return r.Stats().Recorded == 500 })
+
+	// Postgres goes away: requests go on, samples buffer, the oldest are dropped when full.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1500 {
+		r.Add(fullSample(1000+i, now))
+	}
+	waitFor(t, func() bool { return r.Stats().WriteErrors > 0 })
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return r.Stats().Buffered == 0 })
+	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.Close(closeCtx); err != nil {
+		t.Fatal(err)
+	}
+	st := r.Stats()
+	n, err := store.CountSamples(ctx, db, now.Add(-time.Hour), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stats %+v, rows %d", st, n)
+	if st.Invalid != 1 || st.Added != 2001 || st.Recorded != n || st.Recorded+st.DroppedFull+st.DroppedShutdown+st.Invalid != st.Added {
+		t.Fatalf("stats do not add up: %+v (rows %d)", st, n)
+	}
+	// While down, memory holds the 1,000-sample buffer plus the 100-sample batch being
+	// retried: of the 1,500 samples at least 400 are dropped, the rest recorded.
+	if st.DroppedFull < 400 || st.DroppedFull > 500 || st.Recorded < 1500 {
+		t.Fatalf("expected 400-500 dropped and the rest recorded: %+v", st)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 20 s")
+		}
+	}
+}
