@@ -19,40 +19,47 @@ func (LoadScorer) Name() string { return "load" }
 
 // Score implements Scorer: min-max normalised, the least loaded replica scores 1.
 func (LoadScorer) Score(_ context.Context, _ *Request, cands []Candidate, scores []float64) {
-	lo, hi := 0.0, 0.0
 	for i, c := range cands {
-		v := load(c)
-		scores[i] = v
-		if i == 0 || v < lo {
-			lo = v
-		}
-		if i == 0 || v > hi {
-			hi = v
-		}
+		scores[i] = load(c)
 	}
-	for i := range scores {
-		if hi == lo {
-			scores[i] = 1
-		} else {
-			scores[i] = 1 - (scores[i]-lo)/(hi-lo)
-		}
-	}
+	lowerIsBetter(scores)
 }
 
 func load(c Candidate) float64 {
 	return max(float64(c.Metrics.Running+c.Metrics.Waiting), float64(c.Load.Requests))
 }
 
-// MaxScorePicker orders candidates by total score, breaking ties at random so that equal
-// replicas share traffic instead of the first one taking it all.
-type MaxScorePicker struct {
+// lockedRand is a seeded random source shared by a picker's concurrent decisions.
+type lockedRand struct {
 	mu  sync.Mutex
 	rng *rand.Rand
 }
 
+func newLockedRand(seed, stream uint64) lockedRand {
+	return lockedRand{rng: rand.New(rand.NewPCG(seed, seed^stream))}
+}
+
+// shuffledIndices appends the indices 0..n-1 to order in random order and returns order and
+// the appended part.
+func (r *lockedRand) shuffledIndices(order []int, n int) ([]int, []int) {
+	start := len(order)
+	for i := range n {
+		order = append(order, i)
+	}
+	idx := order[start:]
+	r.mu.Lock()
+	r.rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	r.mu.Unlock()
+	return order, idx
+}
+
+// MaxScorePicker orders candidates by total score, breaking ties at random so that equal
+// replicas share traffic instead of the first one taking it all.
+type MaxScorePicker struct{ r lockedRand }
+
 // NewMaxScorePicker returns a picker whose tie-breaks follow seed, so simulations repeat.
 func NewMaxScorePicker(seed uint64) *MaxScorePicker {
-	return &MaxScorePicker{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	return &MaxScorePicker{r: newLockedRand(seed, 0x9e3779b97f4a7c15)}
 }
 
 // Name implements Picker.
@@ -61,17 +68,8 @@ func (*MaxScorePicker) Name() string { return "max-score" }
 // Pick implements Picker.
 func (p *MaxScorePicker) Pick(_ context.Context, _ *Request, cands []Candidate, scores []float64, n int, order []int) []int {
 	start := len(order)
-	for i := range cands {
-		order = append(order, i)
-	}
-	idx := order[start:]
 	// Shuffle first, then a stable sort by score: ties end up in random order.
-	p.mu.Lock()
-	p.rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-	p.mu.Unlock()
+	order, idx := p.r.shuffledIndices(order, len(cands))
 	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
-	if len(idx) > n {
-		order = order[:start+n]
-	}
-	return order
+	return order[:start+min(n, len(idx))]
 }

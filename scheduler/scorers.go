@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"context"
 	"math"
-	"math/rand/v2"
 	"sync"
 )
 
@@ -155,14 +154,11 @@ func (s *SessionAffinityScorer) Dispatched(_ context.Context, req *Request, targ
 }
 
 // RandomPicker orders candidates uniformly at random, ignoring scores: a baseline.
-type RandomPicker struct {
-	mu  sync.Mutex
-	rng *rand.Rand
-}
+type RandomPicker struct{ r lockedRand }
 
 // NewRandomPicker returns a random picker following seed.
 func NewRandomPicker(seed uint64) *RandomPicker {
-	return &RandomPicker{rng: rand.New(rand.NewPCG(seed, seed^0x5bd1e995))}
+	return &RandomPicker{r: newLockedRand(seed, 0x5bd1e995)}
 }
 
 // Name implements Picker.
@@ -171,53 +167,44 @@ func (*RandomPicker) Name() string { return "random" }
 // Pick implements Picker.
 func (p *RandomPicker) Pick(_ context.Context, _ *Request, cands []Candidate, _ []float64, n int, order []int) []int {
 	start := len(order)
-	for i := range cands {
-		order = append(order, i)
-	}
-	idx := order[start:]
-	p.mu.Lock()
-	p.rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-	p.mu.Unlock()
+	order, idx := p.r.shuffledIndices(order, len(cands))
 	return order[:start+min(n, len(idx))]
 }
 
 // WeightedRandomPicker draws candidates with probability proportional to their total score,
 // spreading load where the max-score picker would send every tie-free request to one replica.
-type WeightedRandomPicker struct {
-	mu  sync.Mutex
-	rng *rand.Rand
-}
+type WeightedRandomPicker struct{ r lockedRand }
 
 // NewWeightedRandomPicker returns a weighted random picker following seed.
 func NewWeightedRandomPicker(seed uint64) *WeightedRandomPicker {
-	return &WeightedRandomPicker{rng: rand.New(rand.NewPCG(seed, seed^0x27d4eb2f))}
+	return &WeightedRandomPicker{r: newLockedRand(seed, 0x27d4eb2f)}
 }
 
 // Name implements Picker.
 func (*WeightedRandomPicker) Name() string { return "weighted-random" }
 
-// Pick implements Picker: draws without replacement. Candidates scoring 0 come last, in
-// random order, so fallbacks still exist when only one replica scores.
+// Pick implements Picker: draws without replacement (Efraimidis-Spirakis keys u^(1/w), best
+// first). Candidates scoring 0 come last, in random order, so fallbacks still exist when only
+// one replica scores.
 func (p *WeightedRandomPicker) Pick(_ context.Context, _ *Request, cands []Candidate, scores []float64, n int, order []int) []int {
 	start := len(order)
 	for i := range cands {
 		order = append(order, i)
 	}
 	idx := order[start:]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	// Efraimidis-Spirakis: sort by u^(1/w) descending, done as a partial selection.
 	keys := make([]float64, len(idx))
+	p.r.mu.Lock()
 	for k, i := range idx {
-		u := p.rng.Float64()
+		u := p.r.rng.Float64()
 		if w := scores[i]; w > 0 {
 			keys[k] = math.Pow(u, 1/w)
 		} else {
 			keys[k] = -1 + u // below every positive weight's key
 		}
 	}
+	p.r.mu.Unlock()
 	m := min(n, len(idx))
-	for a := range m {
+	for a := range m { // partial selection: only the first m places are needed
 		best := a
 		for b := a + 1; b < len(idx); b++ {
 			if keys[b] > keys[best] {
