@@ -50,9 +50,10 @@ type Server struct {
 	owner   *runAs // nil: run as the current user
 	log     *slog.Logger
 
-	mu   sync.Mutex
-	port int
-	proc *process // nil while stopped
+	mu        sync.Mutex
+	port      int
+	proc      *process // nil while stopped
+	databases int      // made by NewDatabase, for unique names
 }
 
 // process is one run of the postmaster.

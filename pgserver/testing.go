@@ -2,12 +2,15 @@ package pgserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // StartForTest starts a server in a fresh t.TempDir and stops it when the
@@ -59,4 +62,63 @@ func openTempPath(dir string) error {
 		}
 	}
 	return nil
+}
+
+// RunShared runs a test package with one server shared by its tests: call it from TestMain
+// as os.Exit(pgserver.RunShared(m, &srv)). The server lives in a fresh temporary directory,
+// removed afterwards; tests take an empty database each with NewDatabase. Tests that stop or
+// restart a server use StartForTest instead.
+func RunShared(m *testing.M, srv **Server) int {
+	dir, err := os.MkdirTemp("", "augur-pg-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgserver:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if os.Geteuid() == 0 {
+		if err := openTempPath(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "pgserver:", err)
+			return 1
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	s, err := Start(ctx, Options{Dir: dir, Log: slog.New(slog.DiscardHandler)})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgserver: starting the package's server:", err)
+		return 1
+	}
+	defer s.Stop()
+	*srv = s
+	return m.Run()
+}
+
+// NewDatabase creates an empty database on s for one test and returns its URL, so tests
+// sharing a server do not see each other's tables. It is dropped when the test ends.
+func (s *Server) NewDatabase(t testing.TB) string {
+	t.Helper()
+	s.mu.Lock()
+	s.databases++
+	name := fmt.Sprintf("test_%d", s.databases)
+	admin := s.urlLocked()
+	url := s.urlFor(name)
+	s.mu.Unlock()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("pgserver: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("pgserver: creating database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return // the server is gone; its directory goes with it
+		}
+		defer c.Close(ctx)
+		_, _ = c.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)")
+	})
+	return url
 }

@@ -5,15 +5,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/augur-llm/augur/pgserver"
 	"github.com/augur-llm/augur/store"
 )
 
 // BenchmarkRecorderThroughput is the picker's writer at full speed: 200,000 samples handed to
 // the recorder as fast as Add takes them, timed until the last is in Postgres.
 func BenchmarkRecorderThroughput(b *testing.B) {
-	srv := pgserver.StartForTest(b)
-	db := open(b, srv)
+	db := open(b, shared.NewDatabase(b))
 	if err := store.Migrate(context.Background(), db); err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"reflect"
 	"sync"
 	"testing"
@@ -15,9 +16,14 @@ import (
 	"github.com/augur-llm/augur/store"
 )
 
-func open(t testing.TB, srv *pgserver.Server) *pgxpool.Pool {
+// shared is this package's Postgres; tests that stop it start their own.
+var shared *pgserver.Server
+
+func TestMain(m *testing.M) { os.Exit(pgserver.RunShared(m, &shared)) }
+
+func open(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	db, err := pgxpool.New(context.Background(), srv.URL())
+	db, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +48,7 @@ func fullSample(i int, at time.Time) store.Sample {
 }
 
 func TestMigrationsAndRoundTrip(t *testing.T) {
-	srv := pgserver.StartForTest(t)
-	db := open(t, srv)
+	db := open(t, shared.NewDatabase(t))
 	ctx := context.Background()
 	if err := store.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
@@ -84,15 +89,15 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 }
 
 func TestConcurrentStartups(t *testing.T) {
-	srv := pgserver.StartForTest(t)
-	db := open(t, srv)
+	url := shared.NewDatabase(t)
+	db := open(t, url)
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			other, err := pgxpool.New(context.Background(), srv.URL())
+			other, err := pgxpool.New(context.Background(), url)
 			if err != nil {
 				errs[i] = err
 				return
@@ -139,8 +144,8 @@ func TestValidateRejectsAbsurdValues(t *testing.T) {
 }
 
 func TestRecorderCountsEverything(t *testing.T) {
-	srv := pgserver.StartForTest(t)
-	db := open(t, srv)
+	srv := pgserver.StartForTest(t) // stopped and restarted below
+	db := open(t, srv.URL())
 	ctx := context.Background()
 	if err := store.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
