@@ -22,8 +22,10 @@ lint:
 
 test: lint unit fuzz
 
+# One package at a time: the end-to-end tests compare real-time latencies, which other
+# packages' tests running beside them on a 2-core machine would disturb.
 unit:
-	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 14m $(PKGS)
 
 # Each fuzz target runs briefly; run longer with e.g. `make fuzz FUZZTIME=5m`.
 fuzz:

@@ -27,6 +27,7 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metada
 		// A fallback served: move the in-flight accounting to the replica doing the work.
 		if r := x.s.cfg.Pool.ByAddress(served); r != nil {
 			x.lease.MoveTo(r)
+			x.compl.ServedByFallback = true
 		}
 	}
 	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{

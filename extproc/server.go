@@ -146,6 +146,9 @@ type Completion struct {
 	Target pool.Endpoint
 	// Features is the chosen replica's state at decision time.
 	Features scheduler.Candidate
+	// ServedByFallback is set when the gateway reported another replica than the primary
+	// serving: Target is then that replica, and Features still the primary's.
+	ServedByFallback bool
 	// Usage is what the server reported (HasUsage false when it reported nothing).
 	Usage    Usage
 	HasUsage bool

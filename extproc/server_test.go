@@ -277,7 +277,7 @@ func TestServedFallbackMovesLoad(t *testing.T) {
 	send(t, s, respBody(`{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":1}}`, true))
 	recv(t, s)
 	c := <-h.compl
-	if c.Target.Address != dests[1] || c.OutputTokens != 1 || c.Stream {
+	if c.Target.Address != dests[1] || c.OutputTokens != 1 || c.Stream || !c.ServedByFallback {
 		t.Errorf("completion %+v", c)
 	}
 }

@@ -98,7 +98,8 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	source, err := newSource(cfg, opts)
+	rm := newReloadMetrics(opts.Registry)
+	source, err := newSource(cfg, opts, func(error) { rm.endpoints.WithLabelValues("rejected").Inc() })
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +126,6 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		Pool: p, Scheduler: sched, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes,
 		Observe: observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
 	})
-	rm := newReloadMetrics(opts.Registry)
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
 		reloadMetrics: rm, source: source, db: db, Recorder: rec}, nil
 }

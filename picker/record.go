@@ -13,7 +13,8 @@ func sample(c extproc.Completion) store.Sample {
 	s := store.Sample{
 		Time: c.Dispatched, RequestID: c.RequestID, Model: c.Model, Objective: c.Objective, FairnessID: c.FairnessID,
 		Stream: c.Stream, Replica: c.Target.Name, ReplicaAddress: c.Target.Address, ReplicaClass: c.Target.Class,
-		KVCacheUsage: f.Metrics.KVUsage, NumRequestsWaiting: f.Metrics.Waiting, NumRequestsRunning: f.Metrics.Running,
+		ServedByFallback: c.ServedByFallback,
+		KVCacheUsage:     f.Metrics.KVUsage, NumRequestsWaiting: f.Metrics.Waiting, NumRequestsRunning: f.Metrics.Running,
 		PrefixMatch: f.PrefixMatch, InflightRequests: int(f.Load.Requests), PrefillTokensInFlight: f.Load.PrefillTokens,
 		DecodeRequestsInFlight: int(f.Load.DecodeRequests), InflightTokens: f.Load.Tokens,
 		MetricsAgeMs: max(0, ms(c.Dispatched.Sub(f.Metrics.ScrapedAt))), NumGPUBlocks: f.Metrics.NumGPUBlocks,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
 )
 
@@ -71,14 +72,21 @@ func (p *Picker) reload(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if cfg.EndpointsFile == "" && cfg.Kubernetes == nil {
-		// Inline endpoints are part of the configuration; files and Kubernetes have sources.
-		if err := p.Pool.Set(eps); err != nil {
+	// Inline endpoints are part of the configuration; when a discovery source (file or
+	// Kubernetes) owns the pool, it stays the only writer until a restart.
+	inline := p.source == nil && cfg.EndpointsFile == "" && cfg.Kubernetes == nil
+	if inline {
+		if err := pool.New(p.opts.Clock, 0).Set(eps); err != nil { // validate before changing anything
 			return fmt.Errorf("config: %w", err)
 		}
 	}
 	if err := p.Scheduler.SetProfile(prof); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if inline {
+		if err := p.Pool.Set(eps); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 	}
 	p.mu.Lock()
 	old := p.cfg

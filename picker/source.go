@@ -13,10 +13,10 @@ import (
 
 // newSource returns where the replica set comes from after start: the watched endpoint file,
 // Kubernetes, or nothing for inline endpoints.
-func newSource(cfg Config, opts Options) (discovery.Source, error) {
+func newSource(cfg Config, opts Options, rejected func(error)) (discovery.Source, error) {
 	switch {
 	case cfg.EndpointsFile != "":
-		return discovery.NewFileSource(cfg.EndpointsFile, discovery.FileOptions{Log: opts.Log}), nil
+		return discovery.NewFileSource(cfg.EndpointsFile, discovery.FileOptions{Log: opts.Log, OnError: rejected}), nil
 	case cfg.Kubernetes != nil:
 		k := cfg.Kubernetes
 		client, dyn := opts.KubeClient, opts.DynamicClient
@@ -34,7 +34,7 @@ func newSource(cfg Config, opts Options) (discovery.Source, error) {
 		}
 		src, err := discovery.NewKubernetesSource(client, dyn, discovery.KubeConfig{
 			Namespace: k.Namespace, Selector: k.Selector, TargetPort: k.TargetPort, InferencePool: k.InferencePool,
-			ClassLabel: k.ClassLabel, MetricsPort: k.MetricsPort, Log: opts.Log,
+			ClassLabel: k.ClassLabel, MetricsPort: k.MetricsPort, Log: opts.Log, OnError: rejected,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("config: kubernetes: %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -79,7 +80,11 @@ func TestEndpointFileIsWatched(t *testing.T) {
 	write("endpoints:\n- {name: a, address: 127.0.0.1:1}\n- {name: b, address: 127.0.0.1:2}\n")
 	waitReplicas(t, p, "a=127.0.0.1:1", "b=127.0.0.1:2")
 	write("endpoints:\n- {name: a, address: not-an-address}\n") // rejected: the set stays
-	time.Sleep(300 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); testutil.ToFloat64(p.reloadMetrics.endpoints.WithLabelValues("rejected")) < 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the invalid endpoint file was never read and rejected")
+		}
+	}
 	waitReplicas(t, p, "a=127.0.0.1:1", "b=127.0.0.1:2")
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"github.com/augur-llm/augur/pool"
@@ -171,8 +172,11 @@ func (b *blockIndex) matched(hashes []uint64) int {
 	return lo
 }
 
+// add records a prompt's blocks, last block first, so that the prompt's head ends up most
+// recently used: eviction then takes the ends of prompts first, as vLLM's cache does, and a
+// present block always has its whole prefix present, which matched relies on.
 func (b *blockIndex) add(hashes []uint64) {
-	for _, h := range hashes {
+	for _, h := range slices.Backward(hashes) {
 		if e, ok := b.blocks[h]; ok {
 			b.lru.MoveToFront(e)
 			continue

@@ -162,6 +162,9 @@ func TestHotspotGuardSpreadsAHotPrefix(t *testing.T) {
 			r.SetMetrics(pool.Metrics{ScrapedAt: clk.Now()})
 		}
 		t.Logf("%s: %v", name, perReplica)
+		if name == "prefix-load" && len(perReplica) != 1 {
+			t.Errorf("without the guard every request should follow the prefix to one replica: %v", perReplica)
+		}
 		if name == "prefix-guarded" {
 			lo, hi := 200, 0
 			for _, r := range p.Replicas() {
@@ -293,5 +296,24 @@ func BenchmarkSchedule64Prompt8000(b *testing.B) {
 	if len(lat) > 0 {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
+	}
+}
+
+// Under pressure the record forgets the ends of prompts first, like the replica's cache, and
+// never claims a block whose prefix it has forgotten.
+func TestBlockIndexEvictsPromptEndsFirst(t *testing.T) {
+	idx := newBlockIndex(3)
+	idx.add([]uint64{1, 2, 3, 4}) // one prompt of 4 chained blocks, capacity 3
+	if got := idx.matched([]uint64{1, 2, 3, 4}); got != 3 {
+		t.Fatalf("matched %d blocks, want the first 3 (the last one evicted)", got)
+	}
+	idx.add([]uint64{1, 2, 9}) // a second prompt sharing blocks 1 and 2
+	if got := idx.matched([]uint64{1, 2, 3, 4}); got != 2 {
+		t.Fatalf("matched %d blocks of the first prompt, want its 2 shared ones", got)
+	}
+	for _, h := range []uint64{1, 2} {
+		if _, ok := idx.blocks[h]; !ok {
+			t.Fatalf("shared head block %d was evicted before a tail", h)
+		}
 	}
 }

@@ -53,48 +53,42 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
-// Migrate brings the schema up to date. It holds an advisory lock for the whole run, so a
-// picker that starts while another migrates waits and then finds nothing to do; each
-// migration commits together with its version record. Applying it again is a no-op.
+// Migrate brings the schema up to date in one transaction under a transaction-scoped
+// advisory lock: a picker that starts while another migrates waits and then finds nothing to
+// do, nothing is half-applied, and the lock cannot outlive the transaction (even behind a
+// transaction-pooling proxy). Applying it again is a no-op.
 func Migrate(ctx context.Context, db *pgxpool.Pool) error {
 	ms, err := migrations()
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	conn, err := db.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
-		return fmt.Errorf("migrate: lock: %w", err)
-	}
-	defer func() {
-		// A fresh context: the unlock must happen even when ctx was cancelled.
-		_, _ = conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
-	}()
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("migrate: create schema_migrations: %w", err)
-	}
-	for _, m := range ms {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS augur_schema_migrations (
+			version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create augur_schema_migrations: %w", err)
+		}
+		for _, m := range ms {
 			var done bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.version).Scan(&done); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM augur_schema_migrations WHERE version = $1)`, m.version).Scan(&done); err != nil {
 				return err
 			}
 			if done {
-				return nil
+				continue
 			}
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return err
+				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("migrate: %s: %w", m.name, err)
+			if _, err := tx.Exec(ctx, `INSERT INTO augur_schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
@@ -274,6 +276,21 @@ func (r *Recorder) writeRetrying(ctx context.Context, batch []Sample) bool {
 			}
 			return true
 		}
+		if refused(err) {
+			// The database refused the data, not the connection: retrying the same rows
+			// would stall recording for good. Split the batch to keep every good row.
+			if len(batch) == 1 {
+				r.mu.Lock()
+				r.inflight--
+				r.stats.Invalid++
+				r.mu.Unlock()
+				r.count("invalid", 1)
+				r.opts.Log.Warn("sample refused by the database", "request_id", batch[0].RequestID, "err", err)
+				return true
+			}
+			half := len(batch) / 2
+			return r.writeRetrying(ctx, batch[:half]) && r.writeRetrying(ctx, batch[half:])
+		}
 		r.mu.Lock()
 		r.stats.WriteErrors++
 		r.mu.Unlock()
@@ -296,6 +313,13 @@ func (r *Recorder) writeRetrying(ctx context.Context, batch []Sample) bool {
 	}
 }
 
+// refused reports whether Postgres rejected the rows themselves (data exceptions, integrity
+// violations) rather than failing to take them.
+func refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
+}
+
 // giveBack returns an unwritten batch to the front of the buffer.
 func (r *Recorder) giveBack(batch []Sample) {
 	r.mu.Lock()
@@ -304,6 +328,7 @@ func (r *Recorder) giveBack(batch []Sample) {
 	for i := len(batch) - 1; i >= 0; i-- {
 		if r.n == len(r.ring) {
 			r.stats.DroppedShutdown++
+			r.count("dropped_shutdown", 1)
 			continue
 		}
 		r.head = (r.head - 1 + len(r.ring)) % len(r.ring)

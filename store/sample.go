@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +26,9 @@ type Sample struct {
 	Replica        string
 	ReplicaAddress string
 	ReplicaClass   string
+	// ServedByFallback: the primary could not be reached and a fallback served; the
+	// features are the primary's as the decision saw them.
+	ServedByFallback bool
 
 	KVCacheUsage           float64
 	NumRequestsWaiting     int
@@ -58,6 +62,9 @@ type Sample struct {
 // larger value is a clock or measurement error.
 const maxLatencyMs = 24 * 60 * 60 * 1000
 
+// maxText bounds every text column: ids and names, never documents.
+const maxText = 1024
+
 // ErrInvalid marks samples rejected by Validate.
 var ErrInvalid = errors.New("invalid sample")
 
@@ -70,6 +77,19 @@ func (s *Sample) Validate() error {
 	}
 	if s.RequestID == "" || s.Replica == "" || s.Outcome == "" {
 		return fmt.Errorf("%w: request id, replica and outcome are required", ErrInvalid)
+	}
+	// Text comes from clients (model, headers): Postgres refuses NUL and invalid UTF-8, and
+	// one refused row would otherwise fail its whole batch.
+	for _, f := range []struct{ name, v string }{
+		{"request_id", s.RequestID}, {"model", s.Model}, {"objective", s.Objective}, {"fairness_id", s.FairnessID},
+		{"replica", s.Replica}, {"replica_address", s.ReplicaAddress}, {"replica_class", s.ReplicaClass}, {"outcome", s.Outcome},
+	} {
+		if len(f.v) > maxText || !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%w: %s is not valid UTF-8 text of at most %d bytes", ErrInvalid, f.name, maxText)
+		}
+	}
+	if s.ModelVersion != nil && (len(*s.ModelVersion) > maxText || !utf8.ValidString(*s.ModelVersion) || strings.IndexByte(*s.ModelVersion, 0) >= 0) {
+		return fmt.Errorf("%w: model_version is not valid text", ErrInvalid)
 	}
 	for _, f := range []struct {
 		name string
@@ -99,14 +119,25 @@ func (s *Sample) Validate() error {
 		name string
 		v    int64
 	}{
+		{"inflight_tokens", s.InflightTokens}, {"prefill_tokens_in_flight", s.PrefillTokensInFlight},
+	} {
+		if f.v < 0 {
+			return bad(f.name, f.v)
+		}
+	}
+	// The remaining counts are integer (int4) columns.
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
 		{"num_requests_waiting", int64(s.NumRequestsWaiting)}, {"num_requests_running", int64(s.NumRequestsRunning)},
-		{"inflight_requests", int64(s.InflightRequests)}, {"prefill_tokens_in_flight", s.PrefillTokensInFlight},
-		{"decode_requests_in_flight", int64(s.DecodeRequestsInFlight)}, {"inflight_tokens", s.InflightTokens},
+		{"inflight_requests", int64(s.InflightRequests)},
+		{"decode_requests_in_flight", int64(s.DecodeRequestsInFlight)},
 		{"num_gpu_blocks", int64(s.NumGPUBlocks)}, {"block_size", int64(s.BlockSize)},
 		{"input_tokens", int64(s.InputTokens)}, {"max_tokens", int64(s.MaxTokens)}, {"output_tokens", int64(s.OutputTokens)},
 		{"status", int64(s.Status)},
 	} {
-		if f.v < 0 {
+		if f.v < 0 || f.v > math.MaxInt32 {
 			return bad(f.name, f.v)
 		}
 	}
@@ -114,7 +145,7 @@ func (s *Sample) Validate() error {
 		name string
 		v    *int
 	}{{"prompt_tokens_reported", s.PromptTokensReported}, {"cached_tokens_reported", s.CachedTokensReported}} {
-		if f.v != nil && *f.v < 0 {
+		if f.v != nil && (*f.v < 0 || *f.v > math.MaxInt32) {
 			return bad(f.name, *f.v)
 		}
 	}
@@ -124,7 +155,7 @@ func (s *Sample) Validate() error {
 // sampleColumns is the column order of CopyFrom and of reads.
 var sampleColumns = []string{
 	"time", "request_id", "model", "objective", "fairness_id", "stream", "replica", "replica_address", "replica_class",
-	"kv_cache_usage", "num_requests_waiting", "num_requests_running", "prefix_match", "inflight_requests",
+	"served_by_fallback", "kv_cache_usage", "num_requests_waiting", "num_requests_running", "prefix_match", "inflight_requests",
 	"prefill_tokens_in_flight", "decode_requests_in_flight", "inflight_tokens", "metrics_age_ms", "num_gpu_blocks",
 	"block_size", "input_tokens", "max_tokens", "slo_ttft_ms", "slo_tpot_ms", "predicted_ttft_ms", "predicted_tpot_ms",
 	"model_version", "decision_us", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens_reported", "cached_tokens_reported",
@@ -134,7 +165,7 @@ var sampleColumns = []string{
 func (s *Sample) values() []any {
 	return []any{
 		s.Time, s.RequestID, s.Model, s.Objective, s.FairnessID, s.Stream, s.Replica, s.ReplicaAddress, s.ReplicaClass,
-		s.KVCacheUsage, s.NumRequestsWaiting, s.NumRequestsRunning, s.PrefixMatch, s.InflightRequests,
+		s.ServedByFallback, s.KVCacheUsage, s.NumRequestsWaiting, s.NumRequestsRunning, s.PrefixMatch, s.InflightRequests,
 		s.PrefillTokensInFlight, s.DecodeRequestsInFlight, s.InflightTokens, s.MetricsAgeMs, s.NumGPUBlocks,
 		s.BlockSize, s.InputTokens, s.MaxTokens, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs,
 		s.ModelVersion, s.DecisionUs, s.TTFTMs, s.TPOTMs, s.E2EMs, s.PromptTokensReported, s.CachedTokensReported,
@@ -145,7 +176,7 @@ func (s *Sample) values() []any {
 func (s *Sample) scanTargets() []any {
 	return []any{
 		&s.Time, &s.RequestID, &s.Model, &s.Objective, &s.FairnessID, &s.Stream, &s.Replica, &s.ReplicaAddress, &s.ReplicaClass,
-		&s.KVCacheUsage, &s.NumRequestsWaiting, &s.NumRequestsRunning, &s.PrefixMatch, &s.InflightRequests,
+		&s.ServedByFallback, &s.KVCacheUsage, &s.NumRequestsWaiting, &s.NumRequestsRunning, &s.PrefixMatch, &s.InflightRequests,
 		&s.PrefillTokensInFlight, &s.DecodeRequestsInFlight, &s.InflightTokens, &s.MetricsAgeMs, &s.NumGPUBlocks,
 		&s.BlockSize, &s.InputTokens, &s.MaxTokens, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs,
 		&s.ModelVersion, &s.DecisionUs, &s.TTFTMs, &s.TPOTMs, &s.E2EMs, &s.PromptTokensReported, &s.CachedTokensReported,

@@ -36,7 +36,7 @@ func ptr[T any](v T) *T { return &v }
 func fullSample(i int, at time.Time) store.Sample {
 	return store.Sample{
 		Time: at, RequestID: "req-" + string(rune('a'+i%26)) + time.Duration(i).String(), Model: "m", Objective: "chat",
-		FairnessID: "tenant-1", Stream: i%2 == 0, Replica: "sim-1", ReplicaAddress: "10.0.0.1:8000", ReplicaClass: "8b-h100",
+		FairnessID: "tenant-1", Stream: i%2 == 0, ServedByFallback: i%3 == 0, Replica: "sim-1", ReplicaAddress: "10.0.0.1:8000", ReplicaClass: "8b-h100",
 		KVCacheUsage: 0.25, NumRequestsWaiting: 3, NumRequestsRunning: 17, PrefixMatch: 0.8125, InflightRequests: 4,
 		PrefillTokensInFlight: 7200, DecodeRequestsInFlight: 2, InflightTokens: 9000, MetricsAgeMs: 31.5,
 		NumGPUBlocks: 19208, BlockSize: 16, InputTokens: 7200, MaxTokens: 1000,
@@ -57,7 +57,7 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 		t.Fatalf("second migration: %v", err)
 	}
 	var applied int
-	if err := db.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&applied); err != nil || applied != 1 {
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 1 {
 		t.Fatalf("schema_migrations rows %d (%v)", applied, err)
 	}
 	at := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)
@@ -200,5 +200,45 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not reached in 20 s")
 		}
+	}
+}
+
+// A row Postgres refuses must not stall recording: the good rows of its batch are written and
+// the refused one is counted as invalid.
+func TestRecorderSurvivesRefusedRows(t *testing.T) {
+	db := open(t, shared.NewDatabase(t))
+	ctx := context.Background()
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	// A CHECK the sample's own validation does not know makes Postgres refuse one row.
+	if _, err := db.Exec(ctx, "ALTER TABLE request_samples ADD CONSTRAINT no_teapots CHECK (status <> 418)"); err != nil {
+		t.Fatal(err)
+	}
+	r := store.NewRecorder(db, store.RecorderOptions{BatchSize: 64, FlushEvery: 10 * time.Millisecond})
+	go r.Run()
+	now := time.Now()
+	for i := range 50 {
+		s := fullSample(i, now)
+		if i == 17 {
+			s.Status = 418
+		}
+		r.Add(s)
+	}
+	waitFor(t, func() bool { st := r.Stats(); return st.Recorded+st.Invalid == 50 })
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Stats(); st.Recorded != 49 || st.Invalid != 1 {
+		t.Fatalf("stats %+v, want 49 recorded and 1 invalid", st)
+	}
+	bad := fullSample(1, now)
+	bad.Model = "m\x00x"
+	if err := bad.Validate(); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("a NUL in the model name passed validation: %v", err)
+	}
+	bad.Model = string([]byte{0xff, 0xfe})
+	if err := bad.Validate(); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("invalid UTF-8 passed validation: %v", err)
 	}
 }

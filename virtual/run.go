@@ -73,6 +73,7 @@ type record struct {
 	sloTPOT  time.Duration
 	prompt   int
 	status   int
+	stream   bool
 	finished bool
 }
 
@@ -185,10 +186,10 @@ func (r *run) arrive(ctx context.Context) {
 	now := r.clk.now
 	tag := len(r.recs)
 	prompt := w.PromptText()
-	r.recs = append(r.recs, record{arrived: now, class: w.Class, stage: w.Stage, sloTTFT: w.SLOTTFT, sloTPOT: w.SLOTPOT, replica: -1})
+	r.recs = append(r.recs, record{arrived: now, class: w.Class, stage: w.Stage, sloTTFT: w.SLOTTFT, sloTPOT: w.SLOTPOT, replica: -1, stream: w.Stream})
 	rec := &r.recs[tag]
 	req := scheduler.Request{
-		ID: w.ID, Prompt: prompt, PromptTokens: w.PromptTokens(), MaxTokens: w.MaxTokens, Stream: w.Stream,
+		ID: w.ID, Model: "sim", Prompt: prompt, PromptTokens: w.PromptTokens(), MaxTokens: w.MaxTokens, Stream: w.Stream,
 		SLO: scheduler.SLO{TTFT: w.SLOTTFT, TPOT: w.SLOTPOT}, Objective: w.Objective, FairnessID: w.FairnessID, SessionID: w.SessionID,
 	}
 	rec.prompt = req.PromptTokens
@@ -229,7 +230,10 @@ func (r *run) onToken(t sim.Token) {
 	if t.Generated == 1 {
 		rec.first = now
 		rec.cached = t.CachedTokens
-		rec.lease.FirstToken()
+		if rec.stream {
+			// The picker sees a first token only in a streamed response, as in production.
+			rec.lease.FirstToken()
+		}
 	}
 	rec.last, rec.out = now, t.Generated
 	if t.Done {

@@ -11,6 +11,8 @@ CREATE TABLE request_samples (
     replica                  text             NOT NULL,
     replica_address          text             NOT NULL,
     replica_class            text             NOT NULL DEFAULT '',
+    -- the primary failed and a fallback served: the features below are the primary's
+    served_by_fallback       boolean          NOT NULL DEFAULT false,
     -- features of the chosen replica at decision time
     kv_cache_usage           double precision NOT NULL, -- 0..1, vllm:kv_cache_usage_perc
     num_requests_waiting     integer          NOT NULL,
@@ -62,3 +64,5 @@ CREATE TABLE model_versions (
     promoted     boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX model_versions_kind_created ON model_versions (kind, created_at DESC);
+-- At most one promoted model of each kind: the one the predictor loads.
+CREATE UNIQUE INDEX model_versions_one_promoted ON model_versions (kind) WHERE promoted;
