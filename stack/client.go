@@ -9,6 +9,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	"github.com/augur-llm/augur/sim"
 )
@@ -42,38 +43,17 @@ type Result struct {
 
 // StreamChat sends a streaming chat request and measures it from the client's side.
 func StreamChat(ctx context.Context, c openai.Client, p openai.ChatCompletionNewParams, opts ...option.RequestOption) Result {
-	var r Result
 	var resp *http.Response
 	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 	start := time.Now()
 	stream := c.Chat.Completions.NewStreaming(ctx, p, append(opts, option.WithResponseInto(&resp))...)
-	defer stream.Close()
-	var sb strings.Builder
-	var first, last time.Time
-	for stream.Next() {
-		ch := stream.Current()
-		now := time.Now()
+	return readStream(start, stream, &resp, func(ch openai.ChatCompletionChunk) (string, openai.CompletionUsage) {
+		var text string
 		for _, choice := range ch.Choices {
-			if choice.Delta.Content != "" {
-				if first.IsZero() {
-					first = now
-				}
-				last = now
-				sb.WriteString(choice.Delta.Content)
-			}
+			text += choice.Delta.Content
 		}
-		if ch.Usage.CompletionTokens > 0 || ch.Usage.PromptTokens > 0 {
-			r.PromptTokens = int(ch.Usage.PromptTokens)
-			r.CompletionTokens = int(ch.Usage.CompletionTokens)
-			r.CachedTokens = int(ch.Usage.PromptTokensDetails.CachedTokens)
-		}
-	}
-	r.E2E = time.Since(start)
-	r.Err = stream.Err()
-	r.fromResponse(resp)
-	r.Content = sb.String()
-	r.measure(start, first, last)
-	return r
+		return text, ch.Usage
+	})
 }
 
 // Chat sends a non-streaming chat request.
@@ -131,35 +111,44 @@ func (r *Result) fromResponse(resp *http.Response) {
 
 // StreamCompletion sends a streaming completions request and measures it from the client's side.
 func StreamCompletion(ctx context.Context, c openai.Client, p openai.CompletionNewParams, opts ...option.RequestOption) Result {
-	var r Result
 	var resp *http.Response
 	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 	start := time.Now()
 	stream := c.Completions.NewStreaming(ctx, p, append(opts, option.WithResponseInto(&resp))...)
+	return readStream(start, stream, &resp, func(ch openai.Completion) (string, openai.CompletionUsage) {
+		var text string
+		for _, choice := range ch.Choices {
+			text += choice.Text
+		}
+		return text, ch.Usage
+	})
+}
+
+// readStream reads a streamed response to its end, timing the chunks that carry generated
+// text; parse gives a chunk's text and usage.
+func readStream[T any](start time.Time, stream *ssestream.Stream[T], resp **http.Response, parse func(T) (string, openai.CompletionUsage)) Result {
 	defer stream.Close()
+	var r Result
 	var sb strings.Builder
 	var first, last time.Time
 	for stream.Next() {
-		ch := stream.Current()
 		now := time.Now()
-		for _, choice := range ch.Choices {
-			if choice.Text != "" {
-				if first.IsZero() {
-					first = now
-				}
-				last = now
-				sb.WriteString(choice.Text)
+		text, u := parse(stream.Current())
+		if text != "" {
+			if first.IsZero() {
+				first = now
 			}
+			last = now
+			sb.WriteString(text)
 		}
-		if ch.Usage.CompletionTokens > 0 || ch.Usage.PromptTokens > 0 {
-			r.PromptTokens = int(ch.Usage.PromptTokens)
-			r.CompletionTokens = int(ch.Usage.CompletionTokens)
-			r.CachedTokens = int(ch.Usage.PromptTokensDetails.CachedTokens)
+		if u.CompletionTokens > 0 || u.PromptTokens > 0 {
+			r.PromptTokens, r.CompletionTokens = int(u.PromptTokens), int(u.CompletionTokens)
+			r.CachedTokens = int(u.PromptTokensDetails.CachedTokens)
 		}
 	}
 	r.E2E = time.Since(start)
 	r.Err = stream.Err()
-	r.fromResponse(resp)
+	r.fromResponse(*resp)
 	r.Content = sb.String()
 	r.measure(start, first, last)
 	return r
