@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/augur-llm/augur/pgserver"
+	"github.com/augur-llm/augur/local/pgserver"
 	"github.com/augur-llm/augur/store"
 )
 

@@ -9,9 +9,9 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/augur-llm/augur/report"
-	"github.com/augur-llm/augur/stack"
-	"github.com/augur-llm/augur/workload"
+	"github.com/augur-llm/augur/windtunnel/report"
+	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/windtunnel/workload"
 )
 
 // drive sends the workload as real streaming OpenAI requests to a gateway, each at its

@@ -29,12 +29,12 @@ import (
 	"time"
 
 	"github.com/augur-llm/augur/picker"
-	"github.com/augur-llm/augur/report"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/scheduler"
-	"github.com/augur-llm/augur/sim"
-	"github.com/augur-llm/augur/stack"
-	"github.com/augur-llm/augur/virtual"
-	"github.com/augur-llm/augur/workload"
+	"github.com/augur-llm/augur/windtunnel/sim"
+	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/windtunnel/virtual"
+	"github.com/augur-llm/augur/windtunnel/workload"
 )
 
 func main() {

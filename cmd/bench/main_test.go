@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/augur-llm/augur/report"
+	"github.com/augur-llm/augur/windtunnel/report"
 )
 
 func TestFlagErrors(t *testing.T) {

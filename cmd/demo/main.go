@@ -27,9 +27,9 @@ import (
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/augur-llm/augur/extproc"
-	"github.com/augur-llm/augur/pgserver"
+	"github.com/augur-llm/augur/local/pgserver"
 	"github.com/augur-llm/augur/picker"
-	"github.com/augur-llm/augur/stack"
+	"github.com/augur-llm/augur/local/stack"
 	"github.com/augur-llm/augur/store"
 )
 

@@ -20,7 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/augur-llm/augur/gateway"
+	"github.com/augur-llm/augur/local/gateway"
 )
 
 func main() {

@@ -18,7 +18,7 @@ import (
 
 	"k8s.io/utils/clock"
 
-	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 func main() {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 func TestRunServesReplicasAndShutsDown(t *testing.T) {

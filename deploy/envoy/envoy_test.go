@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 
-	"github.com/augur-llm/augur/gateway"
+	"github.com/augur-llm/augur/local/gateway"
 )
 
 const (

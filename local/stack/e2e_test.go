@@ -13,7 +13,7 @@ import (
 
 	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/picker"
-	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 type observed struct {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 // The reference's decode sanity point: on the 8B/H100 profile a step decoding 32 requests of

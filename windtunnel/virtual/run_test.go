@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/augur-llm/augur/report"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/scheduler"
-	"github.com/augur-llm/augur/sim"
-	"github.com/augur-llm/augur/workload"
+	"github.com/augur-llm/augur/windtunnel/sim"
+	"github.com/augur-llm/augur/windtunnel/workload"
 )
 
 func pool8(t testing.TB, profile string, n int) []ReplicaSpec {

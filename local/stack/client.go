@@ -11,7 +11,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/packages/ssestream"
 
-	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 // NewClient returns an OpenAI client for the stack's gateway. Retries are off so every call is

@@ -10,7 +10,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/augur-llm/augur/pgserver"
+	"github.com/augur-llm/augur/local/pgserver"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/store"
 )

@@ -28,7 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/augur-llm/augur/gateway"
+	"github.com/augur-llm/augur/local/gateway"
 )
 
 // decision is what the fake picker does with one request once it has the

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/augur-llm/augur/pool"
-	"github.com/augur-llm/augur/report"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/scheduler"
-	"github.com/augur-llm/augur/sim"
-	"github.com/augur-llm/augur/workload"
+	"github.com/augur-llm/augur/windtunnel/sim"
+	"github.com/augur-llm/augur/windtunnel/workload"
 )
 
 // ReplicaSpec is one simulated replica.

@@ -13,10 +13,10 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/extproc"
-	"github.com/augur-llm/augur/gateway"
+	"github.com/augur-llm/augur/local/gateway"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/pool"
-	"github.com/augur-llm/augur/sim"
+	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 // Config describes the stack to start. Zero fields take the defaults noted.
