@@ -76,9 +76,14 @@ type Load struct {
 }
 
 // Replica is the live state of one endpoint. It is safe for concurrent use.
+//
+// A replica's identity is its Name: the pool keeps the same *Replica for a name across
+// membership updates, so an endpoint whose address or class changes keeps its metrics, its
+// in-flight accounting, and what scheduling plugins learned about it.
 type Replica struct {
-	Endpoint
-	metrics atomic.Pointer[Metrics]
+	Name     string
+	endpoint atomic.Pointer[Endpoint]
+	metrics  atomic.Pointer[Metrics]
 	failing atomic.Bool // last scrape failed
 
 	requests      atomic.Int64
@@ -86,6 +91,19 @@ type Replica struct {
 	decoding      atomic.Int64
 	tokens        atomic.Int64
 }
+
+// NewReplica returns a replica for e outside any pool, for tests and tools.
+func NewReplica(e Endpoint) *Replica {
+	r := &Replica{Name: e.Name}
+	r.endpoint.Store(&e)
+	return r
+}
+
+// Endpoint returns the replica's current configuration.
+func (r *Replica) Endpoint() Endpoint { return *r.endpoint.Load() }
+
+// Address returns the ip:port the gateway sends the replica's requests to.
+func (r *Replica) Address() string { return r.endpoint.Load().Address }
 
 // Metrics returns the latest successful scrape, if any.
 func (r *Replica) Metrics() (Metrics, bool) {
@@ -228,15 +246,16 @@ func (p *Pool) Replicas() []*Replica { return *p.replicas.Load() }
 // ByAddress finds a replica by its ip:port.
 func (p *Pool) ByAddress(addr string) *Replica {
 	for _, r := range p.Replicas() {
-		if r.Address == addr {
+		if r.Address() == addr {
 			return r
 		}
 	}
 	return nil
 }
 
-// Set replaces the membership with eps. Replicas that stay keep their metrics and in-flight
-// accounting; new ones start with no metrics (not ready until first scraped).
+// Set replaces the membership with eps. Replicas that stay (by name) keep their metrics and
+// in-flight accounting even when their address changes; new ones start with no metrics (not
+// ready until first scraped).
 func (p *Pool) Set(eps []Endpoint) error {
 	seenName := make(map[string]bool, len(eps))
 	seenAddr := make(map[string]bool, len(eps))
@@ -260,11 +279,12 @@ func (p *Pool) Set(eps []Endpoint) error {
 	}
 	next := make([]*Replica, 0, len(eps))
 	for _, e := range eps {
-		if r, ok := old[e.Name]; ok && r.Endpoint == e {
+		if r, ok := old[e.Name]; ok {
+			r.endpoint.Store(&e)
 			next = append(next, r)
 			continue
 		}
-		next = append(next, &Replica{Endpoint: e})
+		next = append(next, NewReplica(e))
 	}
 	p.replicas.Store(&next)
 	return nil

@@ -151,7 +151,7 @@ func (s *Scraper) scrapeOne(ctx context.Context, client *http.Client, r *Replica
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.metricsURL(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.Endpoint().metricsURL(), nil)
 	if err != nil {
 		return fmt.Errorf("scrape %s: %w", r.Name, err)
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-
-	"github.com/augur-llm/augur/pool"
 )
 
 // PluginConfig names a plugin and its parameters.
@@ -25,21 +23,42 @@ type ProfileConfig struct {
 	Picker  PluginConfig   `json:"picker"`
 }
 
-// BuildOptions carries what plugins may need from their environment.
-type BuildOptions struct {
-	// Seed makes randomised plugins repeatable.
-	Seed uint64
-	// Pool is the pool the profile schedules over, for plugins that follow its membership.
-	Pool *pool.Pool
-	// Previous is the profile being replaced, on a configuration reload: its plugins are
-	// reused where their configuration is unchanged, so learned state (the prefix record,
-	// sessions) survives the reload.
-	Previous *Profile
+// Factory builds a plugin from its arguments and the handle. The result must implement
+// Filter, Scorer or Picker, as its place in the profile requires.
+type Factory func(args json.RawMessage, h Handle) (any, error)
+
+// Typed returns a factory whose arguments are decoded strictly into A (unknown keys are
+// errors) before build runs; A's zero value is used when no arguments are given.
+func Typed[A any](build func(args A, h Handle) (any, error)) Factory {
+	return func(raw json.RawMessage, h Handle) (any, error) {
+		var a A
+		if err := decodeArgs(raw, &a); err != nil {
+			return nil, err
+		}
+		return build(a, h)
+	}
 }
 
-// Factory builds a plugin from its arguments. The result must implement Filter, Scorer or
-// Picker, as its place in the profile requires.
-type Factory func(args json.RawMessage, opts BuildOptions) (any, error)
+// noArgs is the factory of a plugin without parameters.
+func noArgs(build func(h Handle) any) Factory {
+	return func(raw json.RawMessage, h Handle) (any, error) {
+		if err := decodeArgs(raw, &struct{}{}); err != nil {
+			return nil, err
+		}
+		return build(h), nil
+	}
+}
+
+// Arguments of the built-in plugins that take any.
+type (
+	PrefixArgs struct {
+		// CapacityBlocks is the blocks remembered per replica that reports no KV capacity.
+		CapacityBlocks int `json:"capacityBlocks"`
+	}
+	SessionAffinityArgs struct {
+		Capacity int `json:"capacity"` // sessions remembered
+	}
+)
 
 // Registry maps plugin names to factories.
 type Registry map[string]Factory
@@ -47,52 +66,30 @@ type Registry map[string]Factory
 // DefaultRegistry returns a registry of the built-in plugins.
 func DefaultRegistry() Registry {
 	return Registry{
-		"load": func(args json.RawMessage, _ BuildOptions) (any, error) {
-			return LoadScorer{}, decodeArgs(args, &struct{}{})
-		},
-		"max-score": func(args json.RawMessage, o BuildOptions) (any, error) {
-			return NewMaxScorePicker(o.Seed), decodeArgs(args, &struct{}{})
-		},
-		"round-robin": func(args json.RawMessage, _ BuildOptions) (any, error) {
-			return &RoundRobinPicker{}, decodeArgs(args, &struct{}{})
-		},
-		"prefix": func(args json.RawMessage, o BuildOptions) (any, error) {
-			var a struct {
-				CapacityBlocks int `json:"capacityBlocks"`
-			}
-			if err := decodeArgs(args, &a); err != nil {
-				return nil, err
-			}
+		"load":             noArgs(func(Handle) any { return LoadScorer{} }),
+		"queue":            noArgs(func(Handle) any { return QueueScorer{} }),
+		"kv-usage":         noArgs(func(Handle) any { return KVUsageScorer{} }),
+		"running-requests": noArgs(func(Handle) any { return RunningScorer{} }),
+		"inflight-load":    noArgs(func(Handle) any { return InflightLoadScorer{} }),
+		"max-score":        noArgs(func(h Handle) any { return NewMaxScorePicker(h.Seed) }),
+		"round-robin":      noArgs(func(Handle) any { return &RoundRobinPicker{} }),
+		"random":           noArgs(func(h Handle) any { return NewRandomPicker(h.Seed) }),
+		"weighted-random":  noArgs(func(h Handle) any { return NewWeightedRandomPicker(h.Seed) }),
+		"prefix": Typed(func(a PrefixArgs, h Handle) (any, error) {
 			if a.CapacityBlocks < 0 {
 				return nil, fmt.Errorf("args: capacityBlocks %d must not be negative", a.CapacityBlocks)
 			}
-			return NewPrefixScorer(a.CapacityBlocks, o.Pool), nil
-		},
-		"queue":            noArgs(QueueScorer{}),
-		"kv-usage":         noArgs(KVUsageScorer{}),
-		"running-requests": noArgs(RunningScorer{}),
-		"inflight-load":    noArgs(InflightLoadScorer{}),
-		"session-affinity": func(args json.RawMessage, _ BuildOptions) (any, error) {
-			var a struct {
-				Capacity int `json:"capacity"`
-			}
-			if err := decodeArgs(args, &a); err != nil {
-				return nil, err
-			}
+			return NewPrefixScorer(a.CapacityBlocks, h.Pool), nil
+		}),
+		"session-affinity": Typed(func(a SessionAffinityArgs, _ Handle) (any, error) {
 			if a.Capacity < 0 {
 				return nil, fmt.Errorf("args: capacity %d must not be negative", a.Capacity)
 			}
 			return NewSessionAffinityScorer(a.Capacity), nil
-		},
-		"random": func(args json.RawMessage, o BuildOptions) (any, error) {
-			return NewRandomPicker(o.Seed), decodeArgs(args, &struct{}{})
-		},
-		"weighted-random": func(args json.RawMessage, o BuildOptions) (any, error) {
-			return NewWeightedRandomPicker(o.Seed), decodeArgs(args, &struct{}{})
-		},
-		"hotspot-guard": func(args json.RawMessage, _ BuildOptions) (any, error) {
+		}),
+		"hotspot-guard": func(raw json.RawMessage, _ Handle) (any, error) {
 			g := HotspotGuard{Factor: DefaultHotspotFactor, Slack: DefaultHotspotSlack}
-			if err := decodeArgs(args, &g); err != nil {
+			if err := decodeArgs(raw, &g); err != nil {
 				return nil, err
 			}
 			if !(g.Factor >= 1) || g.Slack < 0 {
@@ -133,16 +130,13 @@ func BuiltinProfiles() map[string]ProfileConfig {
 	}
 }
 
-// noArgs is the factory of a plugin without parameters.
-func noArgs(p any) Factory {
-	return func(args json.RawMessage, _ BuildOptions) (any, error) { return p, decodeArgs(args, &struct{}{}) }
-}
-
-// Build constructs the profile pc describes.
-func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
+// Build constructs the profile pc describes. previous, when not nil, is the profile being
+// replaced on a configuration reload: its plugins are reused where their configuration is
+// unchanged, so learned state (the prefix record, sessions) survives the reload.
+func (r Registry) Build(pc ProfileConfig, h Handle, previous *Profile) (*Profile, error) {
 	prof := &Profile{Name: pc.Name, instances: map[string]any{}}
 	for _, fc := range pc.Filters {
-		p, err := r.build(prof, "filter", fc, opts)
+		p, err := r.build(prof, "filter", fc, h, previous)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +147,7 @@ func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
 		prof.Filters = append(prof.Filters, f)
 	}
 	for _, sc := range pc.Scorers {
-		p, err := r.build(prof, "scorer", sc, opts)
+		p, err := r.build(prof, "scorer", sc, h, previous)
 		if err != nil {
 			return nil, err
 		}
@@ -173,7 +167,7 @@ func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
 	if pc.Picker.Name == "" {
 		return nil, fmt.Errorf("profile %q: picker is required", pc.Name)
 	}
-	p, err := r.build(prof, "picker", pc.Picker, opts)
+	p, err := r.build(prof, "picker", pc.Picker, h, previous)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +179,7 @@ func (r Registry) Build(pc ProfileConfig, opts BuildOptions) (*Profile, error) {
 	return prof, nil
 }
 
-func (r Registry) build(prof *Profile, role string, c PluginConfig, opts BuildOptions) (any, error) {
+func (r Registry) build(prof *Profile, role string, c PluginConfig, h Handle, previous *Profile) (any, error) {
 	f, ok := r[c.Name]
 	if !ok {
 		return nil, fmt.Errorf("profile %q: unknown %s plugin %q", prof.Name, role, c.Name)
@@ -194,13 +188,13 @@ func (r Registry) build(prof *Profile, role string, c PluginConfig, opts BuildOp
 		return nil, fmt.Errorf("profile %q: %s %q: weight applies to scorers only", prof.Name, role, c.Name)
 	}
 	key := role + "/" + c.Name + "/" + string(bytes.TrimSpace(c.Args))
-	if prev := opts.Previous; prev != nil {
-		if p, ok := prev.instances[key]; ok {
+	if previous != nil {
+		if p, ok := previous.instances[key]; ok {
 			prof.instances[key] = p
 			return p, nil
 		}
 	}
-	p, err := f(c.Args, opts)
+	p, err := f(c.Args, h)
 	if err != nil {
 		return nil, fmt.Errorf("profile %q: %s %q: %w", prof.Name, role, c.Name, err)
 	}

@@ -3,7 +3,12 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/pool"
 )
@@ -30,19 +35,52 @@ type Request struct {
 	FairnessID string
 	SessionID  string
 
-	prefixHashes []uint64 // the prompt's chained block hashes, computed once per decision
+	prefixHashes []uint64 // the prompt's chained block hashes, computed once per request
 }
+
+// Value names a per-candidate quantity a PreScorer computes during a decision. Scorers read
+// it, and the decision's targets carry it to the request's sample (see package models).
+type Value uint8
+
+// The per-candidate values. Adding one is a constant here and a feature in package models.
+const (
+	// ValuePrefixMatch is the share of the prompt's blocks the prefix record expects the
+	// replica to hold (0..1).
+	ValuePrefixMatch Value = iota
+	// ValuePredictedTTFT and ValuePredictedTPOT are a predictor's estimates for the request
+	// on the replica, in milliseconds.
+	ValuePredictedTTFT
+	ValuePredictedTPOT
+	numValues
+)
 
 // Candidate is one replica as seen at decision time: a consistent copy of its state, so every
 // plugin in a decision sees the same numbers.
 type Candidate struct {
-	Replica *pool.Replica
-	Metrics pool.Metrics
-	Load    pool.Load
-	// PrefixMatch is the share of the prompt's blocks the prefix scorer expects the replica
-	// to hold, when a prefix scorer ran: scorers may note features they computed here, for
-	// the decision's record.
-	PrefixMatch float64
+	Replica  *pool.Replica
+	Endpoint pool.Endpoint
+	Metrics  pool.Metrics
+	Load     pool.Load
+
+	values [numValues]float64
+	set    uint32 // bit v: values[v] was computed in this decision
+}
+
+// CandidateOf returns r's current state as a candidate.
+func CandidateOf(r *pool.Replica) Candidate {
+	m, _ := r.Metrics()
+	return Candidate{Replica: r, Endpoint: r.Endpoint(), Metrics: m, Load: r.Load()}
+}
+
+// SetValue records v for the candidate in this decision.
+func (c *Candidate) SetValue(v Value, x float64) {
+	c.values[v] = x
+	c.set |= 1 << v
+}
+
+// Value returns v and whether a plugin computed it in this decision.
+func (c *Candidate) Value(v Value) (float64, bool) {
+	return c.values[v], c.set&(1<<v) != 0
 }
 
 // Filter removes candidates that must not serve the request. It may reorder or reuse cands
@@ -50,6 +88,13 @@ type Candidate struct {
 type Filter interface {
 	Name() string
 	Filter(ctx context.Context, req *Request, cands []Candidate) []Candidate
+}
+
+// PreScorer computes per-candidate values once per decision, before any scorer runs (with
+// Candidate.SetValue). Plugins in any role that implement it are called in profile order.
+type PreScorer interface {
+	Name() string
+	PreScore(ctx context.Context, req *Request, cands []Candidate)
 }
 
 // Scorer rates each candidate in [0,1], higher is better, writing scores[i] for cands[i].
@@ -65,11 +110,33 @@ type Picker interface {
 	Pick(ctx context.Context, req *Request, cands []Candidate, scores []float64, n int, order []int) []int
 }
 
-// DispatchObserver is implemented by plugins that learn from decisions, such as a prefix
-// index recording which prompts a replica has been sent. The scheduler calls it with the
-// primary target once the decision is made.
+// DispatchObserver is implemented by plugins that learn from where requests go, such as the
+// prefix record. The request lifecycle calls Dispatched once the request is sent to target,
+// and Moved when the gateway reports that another replica served it, so what was credited to
+// the primary moves to the replica doing the work. Calls for one request are never concurrent.
 type DispatchObserver interface {
 	Dispatched(ctx context.Context, req *Request, target Candidate)
+	Moved(ctx context.Context, req *Request, from, to Candidate)
+}
+
+// Predictor estimates, for each candidate, the request's latency there: it sets
+// ValuePredictedTTFT and ValuePredictedTPOT. A Handle's Predictor is nil until a model serves.
+type Predictor interface {
+	Predict(ctx context.Context, req *Request, cands []Candidate)
+}
+
+// Handle is what a plugin may use from its environment, given to its factory.
+type Handle struct {
+	// Pool is the pool the profile schedules over, for plugins that follow its membership.
+	Pool  *pool.Pool
+	Clock clock.PassiveClock
+	Log   *slog.Logger
+	// Metrics registers the plugin's metrics; nil means none are exported.
+	Metrics prometheus.Registerer
+	// Seed makes randomised plugins repeatable.
+	Seed uint64
+	// Predictor is the latency predictor, nil when none is loaded.
+	Predictor Predictor
 }
 
 // WeightedScorer is a scorer and its weight in a profile.
@@ -85,10 +152,48 @@ type Profile struct {
 	Scorers []WeightedScorer
 	Picker  Picker
 
-	observers []DispatchObserver // the plugins above that implement it, found by validate
-	instances map[string]any     // plugins by role, name and arguments, for reuse on reload
+	preScorers []PreScorer        // the plugins above that implement it, found by validate
+	observers  []DispatchObserver // likewise
+	instances  map[string]any     // plugins by role, name and arguments, for reuse on reload
+}
+
+// Dispatched tells the profile's observers that req was sent to target.
+func (p *Profile) Dispatched(ctx context.Context, req *Request, target Candidate) {
+	for _, ob := range p.observers {
+		ob.Dispatched(ctx, req, target)
+	}
+}
+
+// Moved tells the profile's observers that another replica than the one credited served req.
+func (p *Profile) Moved(ctx context.Context, req *Request, from, to Candidate) {
+	for _, ob := range p.observers {
+		ob.Moved(ctx, req, from, to)
+	}
+}
+
+// Rejection is a decision not to serve a request, with the HTTP status and the
+// x-llm-d-request-dropped-reason the gateway answers it with. Plugins, the scheduler and flow
+// control return one (possibly wrapped) to refuse a request; any other error is a 500.
+type Rejection struct {
+	Status int
+	Reason string // empty: no dropped-reason header
+	Msg    string
+}
+
+func (r *Rejection) Error() string { return r.Msg }
+
+// Reject returns a rejection with a formatted message.
+func Reject(status int, reason, format string, args ...any) *Rejection {
+	return &Rejection{Status: status, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+}
+
+// RejectionOf returns the rejection err carries, if any.
+func RejectionOf(err error) (*Rejection, bool) {
+	var r *Rejection
+	ok := errors.As(err, &r)
+	return r, ok
 }
 
 // ErrNoEndpoints means no replica may serve the request: none is ready, or the gateway's
 // subset hint matched none.
-var ErrNoEndpoints = errors.New("no ready endpoint")
+var ErrNoEndpoints = Reject(503, "rejected-no-endpoints", "no ready endpoint")

@@ -8,7 +8,7 @@ import (
 
 func TestRoundRobinTakesTurns(t *testing.T) {
 	p, _ := testPool(t, 3)
-	prof, err := DefaultRegistry().Build(BuiltinProfiles()["round-robin"], BuildOptions{})
+	prof, err := DefaultRegistry().Build(BuiltinProfiles()["round-robin"], Handle{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestRoundRobinTakesTurns(t *testing.T) {
 
 func TestPrefixScorerFollowsSharedPrefixes(t *testing.T) {
 	p, _ := testPool(t, 4)
-	prof, err := DefaultRegistry().Build(BuiltinProfiles()["prefix-load"], BuildOptions{Seed: 3})
+	prof, err := DefaultRegistry().Build(BuiltinProfiles()["prefix-load"], Handle{Seed: 3}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestPrefixScorerFollowsSharedPrefixes(t *testing.T) {
 	for round := range 3 {
 		for g := range 4 {
 			prompt := []byte(strings.Repeat(string(rune('a'+g)), 4096) + system + "question " + strings.Repeat("x", round*64+64))
-			res, err := s.Schedule(context.Background(), &Request{Prompt: prompt}, nil)
+			res, err := decide(s, &Request{Prompt: prompt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,10 +62,10 @@ func TestPrefixScorerFollowsSharedPrefixes(t *testing.T) {
 func TestBlockIndexIsBounded(t *testing.T) {
 	idx := newBlockIndex(100)
 	for i := range 1000 {
-		idx.add([]uint64{uint64(i), uint64(i) + 1e9})
+		idx.add([]uint64{uint64(i), uint64(i) + 1e9}, 100)
 	}
-	if len(idx.blocks) != 100 || idx.lru.Len() != 100 {
-		t.Fatalf("index holds %d blocks (%d in LRU), capacity 100", len(idx.blocks), idx.lru.Len())
+	if idx.lru.Len() != 100 {
+		t.Fatalf("index holds %d blocks, capacity 100", idx.lru.Len())
 	}
 	if idx.matched([]uint64{999, 999 + 1e9}) != 2 || idx.matched([]uint64{0, 1e9}) != 0 {
 		t.Fatal("the most recent blocks must stay and the oldest go")

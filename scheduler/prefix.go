@@ -1,12 +1,14 @@
 package scheduler
 
 import (
-	"container/list"
 	"context"
 	"encoding/binary"
 	"hash/maphash"
+	"math"
 	"slices"
 	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/tokens"
@@ -29,9 +31,15 @@ type PrefixScorer struct {
 	pool     *pool.Pool // to forget replicas that left; nil: never forget
 
 	mu         sync.Mutex
-	indexes    map[*pool.Replica]*blockIndex
+	indexes    map[string]*blockIndex // by replica name
 	dispatches int
 }
+
+var (
+	_ PreScorer        = (*PrefixScorer)(nil)
+	_ Scorer           = (*PrefixScorer)(nil)
+	_ DispatchObserver = (*PrefixScorer)(nil)
+)
 
 // purgeEvery is how many dispatches pass between sweeps for replicas that left the pool:
 // often enough to bound memory under churn, rarely enough to cost nothing per request.
@@ -48,7 +56,7 @@ func NewPrefixScorer(capacity int, p *pool.Pool) *PrefixScorer {
 	if capacity <= 0 {
 		capacity = DefaultPrefixCapacity
 	}
-	return &PrefixScorer{seed: maphash.MakeSeed(), capacity: capacity, pool: p, indexes: map[*pool.Replica]*blockIndex{}}
+	return &PrefixScorer{seed: maphash.MakeSeed(), capacity: capacity, pool: p, indexes: map[string]*blockIndex{}}
 }
 
 // capacityFor is how many 16-token blocks of a replica's cache the record mirrors.
@@ -65,7 +73,7 @@ func (s *PrefixScorer) Blocks() int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, idx := range s.indexes {
-		n += len(idx.blocks)
+		n += idx.lru.Len()
 	}
 	return n
 }
@@ -73,20 +81,29 @@ func (s *PrefixScorer) Blocks() int {
 // Name implements Scorer.
 func (*PrefixScorer) Name() string { return "prefix" }
 
-// Score implements Scorer: the share of the prompt's blocks that the replica holds as a
-// leading run.
-func (s *PrefixScorer) Score(_ context.Context, req *Request, cands []Candidate, scores []float64) {
+// PreScore implements PreScorer: it sets ValuePrefixMatch, the share of the prompt's blocks
+// that the replica holds as a leading run, on every candidate. A prompt shorter than one
+// block sets nothing: there is nothing to match.
+func (s *PrefixScorer) PreScore(_ context.Context, req *Request, cands []Candidate) {
 	hashes := s.hashes(req)
 	if len(hashes) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, c := range cands {
-		if idx := s.indexes[c.Replica]; idx != nil {
-			scores[i] = float64(idx.matched(hashes)) / float64(len(hashes))
-			cands[i].PrefixMatch = scores[i]
+	for i := range cands {
+		m := 0.0
+		if idx := s.indexes[cands[i].Replica.Name]; idx != nil {
+			m = float64(idx.matched(hashes)) / float64(len(hashes))
 		}
+		cands[i].SetValue(ValuePrefixMatch, m)
+	}
+}
+
+// Score implements Scorer: the prefix match PreScore computed.
+func (s *PrefixScorer) Score(_ context.Context, _ *Request, cands []Candidate, scores []float64) {
+	for i := range cands {
+		scores[i], _ = cands[i].Value(ValuePrefixMatch)
 	}
 }
 
@@ -98,28 +115,52 @@ func (s *PrefixScorer) Dispatched(_ context.Context, req *Request, target Candid
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	idx := s.indexes[target.Replica]
-	if idx == nil {
-		idx = newBlockIndex(s.capacityFor(target))
-		s.indexes[target.Replica] = idx
-	}
-	idx.capacity = s.capacityFor(target) // the replica may report its capacity only later
-	idx.add(hashes)
+	s.add(target, hashes)
 	s.dispatches++
 	if s.pool != nil && s.dispatches%purgeEvery == 0 {
 		s.purge()
 	}
 }
 
+// Moved implements DispatchObserver: the blocks this request added to from's record (those
+// past the leading run from already held at decision time) are taken back, and to is credited.
+func (s *PrefixScorer) Moved(_ context.Context, req *Request, from, to Candidate) {
+	hashes := s.hashes(req)
+	if len(hashes) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if idx := s.indexes[from.Replica.Name]; idx != nil {
+		held := 0
+		if m, ok := from.Value(ValuePrefixMatch); ok {
+			held = int(math.Round(m * float64(len(hashes))))
+		}
+		for _, h := range hashes[min(held, len(hashes)):] {
+			idx.lru.Remove(h)
+		}
+	}
+	s.add(to, hashes)
+}
+
+func (s *PrefixScorer) add(c Candidate, hashes []uint64) {
+	idx := s.indexes[c.Replica.Name]
+	if idx == nil {
+		idx = newBlockIndex(s.capacityFor(c))
+		s.indexes[c.Replica.Name] = idx
+	}
+	idx.add(hashes, s.capacityFor(c)) // the replica may report its capacity only later
+}
+
 // purge forgets replicas no longer in the pool.
 func (s *PrefixScorer) purge() {
-	live := make(map[*pool.Replica]bool, len(s.indexes))
+	live := make(map[string]bool, len(s.indexes))
 	for _, r := range s.pool.Replicas() {
-		live[r] = true
+		live[r.Name] = true
 	}
-	for r := range s.indexes {
-		if !live[r] {
-			delete(s.indexes, r)
+	for name := range s.indexes {
+		if !live[name] {
+			delete(s.indexes, name)
 		}
 	}
 }
@@ -148,22 +189,23 @@ func (s *PrefixScorer) hashes(req *Request) []uint64 {
 
 // blockIndex is one replica's remembered blocks with least-recently-used eviction.
 type blockIndex struct {
+	lru      *simplelru.LRU[uint64, struct{}]
 	capacity int
-	blocks   map[uint64]*list.Element
-	lru      list.List // front = most recently used; values are uint64 hashes
 }
 
 func newBlockIndex(capacity int) *blockIndex {
-	return &blockIndex{capacity: capacity, blocks: make(map[uint64]*list.Element)}
+	l, _ := simplelru.NewLRU[uint64, struct{}](max(capacity, 1), nil) // errors only for size <= 0
+	return &blockIndex{lru: l, capacity: max(capacity, 1)}
 }
 
 // matched returns how many leading blocks are present. Because hashes are chained, block i
 // present means its whole prefix was sent here, so the leading run is found by binary search.
+// Looking does not refresh recency: only dispatches do, as only they reach the replica.
 func (b *blockIndex) matched(hashes []uint64) int {
 	lo, hi := 0, len(hashes) // invariant: hashes[:lo] present, hashes[hi:] not known present
 	for lo < hi {
 		mid := (lo + hi + 1) / 2
-		if _, ok := b.blocks[hashes[mid-1]]; ok {
+		if b.lru.Contains(hashes[mid-1]) {
 			lo = mid
 		} else {
 			hi = mid - 1
@@ -175,17 +217,12 @@ func (b *blockIndex) matched(hashes []uint64) int {
 // add records a prompt's blocks, last block first, so that the prompt's head ends up most
 // recently used: eviction then takes the ends of prompts first, as vLLM's cache does, and a
 // present block always has its whole prefix present, which matched relies on.
-func (b *blockIndex) add(hashes []uint64) {
-	for _, h := range slices.Backward(hashes) {
-		if e, ok := b.blocks[h]; ok {
-			b.lru.MoveToFront(e)
-			continue
-		}
-		b.blocks[h] = b.lru.PushFront(h)
+func (b *blockIndex) add(hashes []uint64, capacity int) {
+	if capacity > 0 && capacity != b.capacity {
+		b.lru.Resize(capacity)
+		b.capacity = capacity
 	}
-	for b.lru.Len() > b.capacity {
-		old := b.lru.Back()
-		b.lru.Remove(old)
-		delete(b.blocks, old.Value.(uint64))
+	for _, h := range slices.Backward(hashes) {
+		b.lru.Add(h, struct{}{})
 	}
 }

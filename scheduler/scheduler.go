@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -10,15 +11,17 @@ import (
 )
 
 // Result is a decision: Targets[0] is the primary, the rest are fallbacks in order. Each
-// target carries the replica's state as the decision saw it.
+// target carries the replica's state and the per-candidate values as the decision saw them.
 type Result struct {
 	Targets []Candidate
+	// Profile is the profile that decided; its observers are told where the request went.
+	Profile *Profile
 }
 
 // Scheduler runs the active profile over a pool's replicas.
 type Scheduler struct {
 	pool      *pool.Pool
-	fallbacks int
+	fallbacks atomic.Int64
 	profile   atomic.Pointer[Profile]
 	scratch   sync.Pool
 }
@@ -35,7 +38,8 @@ func New(p *pool.Pool, prof *Profile, fallbacks int) (*Scheduler, error) {
 	if err := prof.validate(); err != nil {
 		return nil, err
 	}
-	s := &Scheduler{pool: p, fallbacks: max(fallbacks, 0)}
+	s := &Scheduler{pool: p}
+	s.SetFallbacks(fallbacks)
 	s.profile.Store(prof)
 	s.scratch.New = func() any { return new(scratch) }
 	return s, nil
@@ -51,6 +55,9 @@ func (s *Scheduler) SetProfile(prof *Profile) error {
 	return nil
 }
 
+// SetFallbacks sets how many replicas follow the primary in new decisions.
+func (s *Scheduler) SetFallbacks(n int) { s.fallbacks.Store(int64(max(n, 0))) }
+
 // Profile returns the active profile.
 func (s *Scheduler) Profile() *Profile { return s.profile.Load() }
 
@@ -61,28 +68,33 @@ func (p *Profile) validate() error {
 	if p.Picker == nil {
 		return fmt.Errorf("profile %q has no picker", p.Name)
 	}
-	p.observers = p.observers[:0]
+	plugins := make([]any, 0, len(p.Filters)+len(p.Scorers)+1)
 	for _, f := range p.Filters {
-		if ob, ok := f.(DispatchObserver); ok {
-			p.observers = append(p.observers, ob)
-		}
+		plugins = append(plugins, f)
 	}
 	for _, ws := range p.Scorers {
 		if !(ws.Weight >= 0) {
 			return fmt.Errorf("profile %q: scorer %q has weight %v, want >= 0", p.Name, ws.Name(), ws.Weight)
 		}
-		if ob, ok := ws.Scorer.(DispatchObserver); ok {
+		plugins = append(plugins, ws.Scorer)
+	}
+	plugins = append(plugins, p.Picker)
+	p.preScorers, p.observers = p.preScorers[:0], p.observers[:0]
+	for _, pl := range plugins {
+		if ps, ok := pl.(PreScorer); ok && !slices.Contains(p.preScorers, ps) {
+			p.preScorers = append(p.preScorers, ps)
+		}
+		if ob, ok := pl.(DispatchObserver); ok && !slices.Contains(p.observers, ob) {
 			p.observers = append(p.observers, ob)
 		}
-	}
-	if ob, ok := p.Picker.(DispatchObserver); ok {
-		p.observers = append(p.observers, ob)
 	}
 	return nil
 }
 
 // Schedule picks replicas for req. When subset is non-nil only replicas whose address is in
 // it are eligible (the gateway's subset hint); an empty non-nil subset matches nothing.
+// Scheduling records nothing: the request lifecycle tells res.Profile where the request went.
+// A refusal is a *Rejection (ErrNoEndpoints, or a plugin's).
 func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string) (Result, error) {
 	prof := s.profile.Load()
 	sc := s.scratch.Get().(*scratch)
@@ -96,11 +108,11 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 		if !s.pool.Fresh(r) {
 			continue
 		}
-		if subset != nil && !contains(subset, r.Address) {
+		c := CandidateOf(r)
+		if subset != nil && !slices.Contains(subset, c.Endpoint.Address) {
 			continue
 		}
-		m, _ := r.Metrics()
-		cands = append(cands, Candidate{Replica: r, Metrics: m, Load: r.Load()})
+		cands = append(cands, c)
 	}
 	sc.cands = cands
 	if len(cands) == 0 {
@@ -114,6 +126,10 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 		if len(cands) == 0 {
 			return Result{}, fmt.Errorf("%w: filter %q removed every endpoint", ErrNoEndpoints, f.Name())
 		}
+	}
+
+	for _, ps := range prof.preScorers {
+		ps.PreScore(ctx, req, cands)
 	}
 
 	scores := grow(sc.scores, len(cands))
@@ -130,28 +146,16 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 			scores[i] += ws.Weight * clamp01(v)
 		}
 	}
-	order := prof.Picker.Pick(ctx, req, cands, scores, 1+s.fallbacks, sc.order[:0])
+	order := prof.Picker.Pick(ctx, req, cands, scores, 1+int(s.fallbacks.Load()), sc.order[:0])
 	sc.order = order
 	if len(order) == 0 {
 		return Result{}, fmt.Errorf("%w: picker %q chose nothing", ErrNoEndpoints, prof.Picker.Name())
 	}
-	res := Result{Targets: make([]Candidate, len(order))}
+	res := Result{Targets: make([]Candidate, len(order)), Profile: prof}
 	for i, idx := range order {
 		res.Targets[i] = cands[idx]
 	}
-	for _, ob := range prof.observers {
-		ob.Dispatched(ctx, req, res.Targets[0])
-	}
 	return res, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func grow(b []float64, n int) []float64 {

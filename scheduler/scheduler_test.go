@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,7 +33,7 @@ func testPool(t testing.TB, n int) (*pool.Pool, *clocktesting.FakeClock) {
 
 func defaultScheduler(t testing.TB, p *pool.Pool, fallbacks int) *Scheduler {
 	t.Helper()
-	prof, err := DefaultRegistry().Build(DefaultProfileConfig(), BuildOptions{Seed: 7})
+	prof, err := DefaultRegistry().Build(DefaultProfileConfig(), Handle{Seed: 7}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,29 +114,40 @@ func TestStaleAndSubset(t *testing.T) {
 	}
 }
 
-type constScorer float64
+// fixedScorer gives candidate i the score fixedScorer[i].
+type fixedScorer []float64
 
-func (c constScorer) Name() string { return "const" }
-func (c constScorer) Score(_ context.Context, _ *Request, cands []Candidate, s []float64) {
-	for i := range cands {
-		s[i] = float64(c)
-	}
+func (fixedScorer) Name() string { return "fixed" }
+func (f fixedScorer) Score(_ context.Context, _ *Request, cands []Candidate, s []float64) {
+	copy(s, f)
 }
 
+// Out-of-range scores are clamped to [0,1] (NaN to 0) before weighting: a scorer that returns
+// 1e9 for one replica must not outvote the others.
 func TestScoresAreClampedAndWeighted(t *testing.T) {
-	p, _ := testPool(t, 2)
-	p.Replicas()[0].Dispatch(10, 0) // r0 busier: load scorer gives r0 0, r1 1
-	prof := &Profile{Name: "x", Scorers: []WeightedScorer{
-		{Scorer: LoadScorer{}, Weight: 1},
-		{Scorer: constScorer(1e9), Weight: 1}, // out of range: clamped to 1 for both, no effect
-	}, Picker: NewMaxScorePicker(1)}
-	s, err := New(p, prof, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, _ := s.Schedule(context.Background(), &Request{}, nil)
-	if res.Targets[0].Replica.Name != "r1" {
-		t.Fatalf("picked %s", res.Targets[0].Replica.Name)
+	for _, tc := range []struct {
+		name   string
+		scores fixedScorer
+	}{
+		{"huge for the busy replica", fixedScorer{1e9, 1}},
+		{"negative for the idle replica", fixedScorer{1, -1e9}},
+		{"NaN beside the idle replica's 0", fixedScorer{0, math.NaN()}},
+	} {
+		p, _ := testPool(t, 2)
+		p.Replicas()[0].Dispatch(10, 0) // r0 busier: load scorer gives r0 0, r1 1
+		prof := &Profile{Name: "x", Scorers: []WeightedScorer{
+			{Scorer: LoadScorer{}, Weight: 2},
+			{Scorer: tc.scores, Weight: 1},
+		}, Picker: NewMaxScorePicker(1)}
+		s, err := New(p, prof, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Clamped, r0 totals at most 1 and r1 at least 2: the load scorer's weight decides.
+		res, _ := s.Schedule(context.Background(), &Request{}, nil)
+		if res.Targets[0].Replica.Name != "r1" {
+			t.Errorf("%s: picked %s", tc.name, res.Targets[0].Replica.Name)
+		}
 	}
 }
 
@@ -154,7 +166,7 @@ func TestConfigErrors(t *testing.T) {
 		{"scorer as picker", ProfileConfig{Name: "p", Picker: PluginConfig{Name: "load"}}, "not a picker"},
 		{"weight on picker", ProfileConfig{Name: "p", Picker: PluginConfig{Name: "max-score", Weight: &one}}, "scorers only"},
 	} {
-		_, err := reg.Build(tc.pc, BuildOptions{})
+		_, err := reg.Build(tc.pc, Handle{}, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err %v, want %q", tc.name, err, tc.want)
 		}
@@ -171,4 +183,14 @@ func BenchmarkSchedule16(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// decide schedules req and tells the deciding profile it was sent to the primary, as the
+// request lifecycle does.
+func decide(s *Scheduler, req *Request) (Result, error) {
+	res, err := s.Schedule(context.Background(), req, nil)
+	if err == nil {
+		res.Profile.Dispatched(context.Background(), req, res.Targets[0])
+	}
+	return res, err
 }

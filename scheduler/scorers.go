@@ -1,10 +1,11 @@
 package scheduler
 
 import (
-	"container/list"
 	"context"
 	"math"
 	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // lowerIsBetter turns per-candidate costs in scores[i] into scores in [0,1]: the cheapest
@@ -90,15 +91,13 @@ func (InflightLoadScorer) Score(_ context.Context, _ *Request, cands []Candidate
 // bounded number of sessions, forgetting the least recently seen first.
 type SessionAffinityScorer struct {
 	mu       sync.Mutex
-	capacity int
-	sessions map[string]*list.Element // value: *sessionEntry
-	lru      list.List
+	sessions *simplelru.LRU[string, string] // session id -> replica name
 }
 
-type sessionEntry struct {
-	id      string
-	address string
-}
+var (
+	_ Scorer           = (*SessionAffinityScorer)(nil)
+	_ DispatchObserver = (*SessionAffinityScorer)(nil)
+)
 
 // DefaultSessionCapacity is how many sessions SessionAffinityScorer remembers by default.
 const DefaultSessionCapacity = 100_000
@@ -108,7 +107,8 @@ func NewSessionAffinityScorer(capacity int) *SessionAffinityScorer {
 	if capacity <= 0 {
 		capacity = DefaultSessionCapacity
 	}
-	return &SessionAffinityScorer{capacity: capacity, sessions: map[string]*list.Element{}}
+	l, _ := simplelru.NewLRU[string, string](capacity, nil) // errors only for size <= 0
+	return &SessionAffinityScorer{sessions: l}
 }
 
 // Name implements Scorer.
@@ -120,14 +120,10 @@ func (s *SessionAffinityScorer) Score(_ context.Context, req *Request, cands []C
 		return
 	}
 	s.mu.Lock()
-	e, ok := s.sessions[req.SessionID]
-	var addr string
-	if ok {
-		addr = e.Value.(*sessionEntry).address
-	}
+	name, ok := s.sessions.Peek(req.SessionID)
 	s.mu.Unlock()
 	for i, c := range cands {
-		if ok && c.Replica.Address == addr {
+		if ok && c.Replica.Name == name {
 			scores[i] = 1
 		}
 	}
@@ -139,18 +135,13 @@ func (s *SessionAffinityScorer) Dispatched(_ context.Context, req *Request, targ
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.sessions[req.SessionID]; ok {
-		e.Value.(*sessionEntry).address = target.Replica.Address
-		s.lru.MoveToFront(e)
-		return
-	}
-	s.sessions[req.SessionID] = s.lru.PushFront(&sessionEntry{id: req.SessionID, address: target.Replica.Address})
-	if s.lru.Len() > s.capacity {
-		old := s.lru.Back()
-		s.lru.Remove(old)
-		delete(s.sessions, old.Value.(*sessionEntry).id)
-	}
+	s.sessions.Add(req.SessionID, target.Replica.Name)
+	s.mu.Unlock()
+}
+
+// Moved implements DispatchObserver: the session follows the replica that served it.
+func (s *SessionAffinityScorer) Moved(ctx context.Context, req *Request, _, to Candidate) {
+	s.Dispatched(ctx, req, to)
 }
 
 // RandomPicker orders candidates uniformly at random, ignoring scores: a baseline.

@@ -16,13 +16,16 @@ import (
 func cands(ms ...pool.Metrics) []Candidate {
 	out := make([]Candidate, len(ms))
 	for i, m := range ms {
-		out[i] = Candidate{Replica: &pool.Replica{Endpoint: pool.Endpoint{Name: fmt.Sprint("r", i), Address: fmt.Sprintf("10.0.0.%d:80", i)}}, Metrics: m}
+		out[i] = Candidate{Replica: pool.NewReplica(pool.Endpoint{Name: fmt.Sprint("r", i), Address: fmt.Sprintf("10.0.0.%d:80", i)}), Metrics: m}
 	}
 	return out
 }
 
 func score(s Scorer, req *Request, cs []Candidate) []float64 {
 	out := make([]float64, len(cs))
+	if ps, ok := s.(PreScorer); ok {
+		ps.PreScore(context.Background(), req, cs)
+	}
 	s.Score(context.Background(), req, cs, out)
 	return out
 }
@@ -84,8 +87,8 @@ func TestSessionAffinity(t *testing.T) {
 	// Capacity 2: a third session evicts the least recently used.
 	s.Dispatched(context.Background(), &Request{SessionID: "conv-2"}, cs[0])
 	s.Dispatched(context.Background(), &Request{SessionID: "conv-3"}, cs[1])
-	if got := score(s, req, cs); !near(got, []float64{0, 0, 0}) || len(s.sessions) != 2 {
-		t.Fatalf("after eviction: %v, %d sessions", got, len(s.sessions))
+	if got := score(s, req, cs); !near(got, []float64{0, 0, 0}) || s.sessions.Len() != 2 {
+		t.Fatalf("after eviction: %v, %d sessions", got, s.sessions.Len())
 	}
 }
 
@@ -139,7 +142,7 @@ func TestHotspotGuard(t *testing.T) {
 func TestHotspotGuardSpreadsAHotPrefix(t *testing.T) {
 	p, clk := testPool(t, 4)
 	for _, name := range []string{"prefix-load", "prefix-guarded"} {
-		prof, err := DefaultRegistry().Build(BuiltinProfiles()[name], BuildOptions{Seed: 1, Pool: p})
+		prof, err := DefaultRegistry().Build(BuiltinProfiles()[name], Handle{Seed: 1, Pool: p}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +151,7 @@ func TestHotspotGuardSpreadsAHotPrefix(t *testing.T) {
 		perReplica := map[string]int{}
 		prompt := []byte(strings.Repeat("the same long system prompt ", 400))
 		for range 200 {
-			res, err := s.Schedule(context.Background(), &Request{Prompt: prompt}, nil)
+			res, err := decide(s, &Request{Prompt: prompt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,7 +193,7 @@ func TestPrefixCapacityFromCacheConfigAndPurge(t *testing.T) {
 		t.Fatalf("recorded %d blocks for a replica of 64", n)
 	}
 	// r0 leaves the pool; after enough dispatches elsewhere its record is gone.
-	if err := p.Set([]pool.Endpoint{p.Replicas()[1].Endpoint}); err != nil {
+	if err := p.Set([]pool.Endpoint{p.Replicas()[1].Endpoint()}); err != nil {
 		t.Fatal(err)
 	}
 	other := Candidate{Replica: p.Replicas()[0]}
@@ -198,7 +201,7 @@ func TestPrefixCapacityFromCacheConfigAndPurge(t *testing.T) {
 		s.Dispatched(context.Background(), &Request{Prompt: []byte(strings.Repeat("x", 64))}, other)
 	}
 	s.mu.Lock()
-	_, kept := s.indexes[r0]
+	_, kept := s.indexes[r0.Name]
 	s.mu.Unlock()
 	if kept {
 		t.Fatal("the record of a replica that left the pool was kept")
@@ -249,7 +252,7 @@ func BenchmarkPrefixIndexBytesPerBlock(b *testing.B) {
 		for i := range hashes {
 			hashes[i] = uint64(i)*0x9e3779b97f4a7c15 + 1
 		}
-		idx.add(hashes)
+		idx.add(hashes, 100_000)
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/100_000, "bytes/block")
@@ -265,7 +268,7 @@ func BenchmarkSchedule64Prompt8000(b *testing.B) {
 	for i, r := range p.Replicas() {
 		r.SetMetrics(pool.Metrics{Running: i % 7, Waiting: i % 3, KVUsage: float64(i%10) / 10, BlockSize: 16, NumGPUBlocks: 20000, ScrapedAt: clk.Now()})
 	}
-	prof, err := DefaultRegistry().Build(BuiltinProfiles()["llm-d"], BuildOptions{Seed: 1, Pool: p})
+	prof, err := DefaultRegistry().Build(BuiltinProfiles()["llm-d"], Handle{Seed: 1, Pool: p}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -275,7 +278,7 @@ func BenchmarkSchedule64Prompt8000(b *testing.B) {
 		prompts[i] = []byte(strings.Repeat(fmt.Sprintf("system prompt %d ", i%4), 32000/16+1)[:32000]) // 8,000 tokens
 	}
 	for i := range 256 { // warm every replica's record
-		if _, err := s.Schedule(context.Background(), &Request{Prompt: prompts[i%16], PromptTokens: 8000}, nil); err != nil {
+		if _, err := decide(s, &Request{Prompt: prompts[i%16], PromptTokens: 8000}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -284,7 +287,7 @@ func BenchmarkSchedule64Prompt8000(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		start := time.Now()
-		if _, err := s.Schedule(context.Background(), &Request{Prompt: prompts[i%16], PromptTokens: 8000}, nil); err != nil {
+		if _, err := decide(s, &Request{Prompt: prompts[i%16], PromptTokens: 8000}); err != nil {
 			b.Fatal(err)
 		}
 		if len(lat) < cap(lat) {
@@ -303,16 +306,16 @@ func BenchmarkSchedule64Prompt8000(b *testing.B) {
 // never claims a block whose prefix it has forgotten.
 func TestBlockIndexEvictsPromptEndsFirst(t *testing.T) {
 	idx := newBlockIndex(3)
-	idx.add([]uint64{1, 2, 3, 4}) // one prompt of 4 chained blocks, capacity 3
+	idx.add([]uint64{1, 2, 3, 4}, 3) // one prompt of 4 chained blocks, capacity 3
 	if got := idx.matched([]uint64{1, 2, 3, 4}); got != 3 {
 		t.Fatalf("matched %d blocks, want the first 3 (the last one evicted)", got)
 	}
-	idx.add([]uint64{1, 2, 9}) // a second prompt sharing blocks 1 and 2
+	idx.add([]uint64{1, 2, 9}, 3) // a second prompt sharing blocks 1 and 2
 	if got := idx.matched([]uint64{1, 2, 3, 4}); got != 2 {
 		t.Fatalf("matched %d blocks of the first prompt, want its 2 shared ones", got)
 	}
 	for _, h := range []uint64{1, 2} {
-		if _, ok := idx.blocks[h]; !ok {
+		if !idx.lru.Contains(h) {
 			t.Fatalf("shared head block %d was evicted before a tail", h)
 		}
 	}
