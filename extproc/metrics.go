@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/requestcontrol"
 )
 
 // Metrics are the picker's request-path metrics. A nil *Metrics records nothing.
@@ -55,7 +56,8 @@ func (m *Metrics) decision(d time.Duration) {
 	}
 }
 
-func (m *Metrics) completed(c *Completion) {
+// Observe implements requestcontrol.Observer: it counts the completion and its latencies.
+func (m *Metrics) Observe(c requestcontrol.Completion) {
 	if m == nil {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
 )
 
@@ -23,12 +24,9 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metada
 			x.sse = strings.HasPrefix(strings.ToLower(strings.TrimSpace(headerValue(hv))), "text/event-stream")
 		}
 	}
-	if served := servedEndpoint(md); served != "" && x.lease != nil && served != x.lease.Replica().Address {
-		// A fallback served: move the in-flight accounting to the replica doing the work.
-		if r := x.s.cfg.Pool.ByAddress(served); r != nil {
-			x.lease.MoveTo(r)
-			x.compl.ServedByFallback = true
-		}
+	if served := servedEndpoint(md); served != "" && x.flight != nil && served != x.flight.Served().Address() {
+		// A fallback served: what the decision credited to the primary moves to it.
+		x.flight.ServedBy(x.ctx, x.s.cfg.Pool.ByAddress(served))
 	}
 	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}})
@@ -53,8 +51,8 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
 	if x.sse {
 		hadFirst := !x.reader.FirstToken.IsZero()
 		x.reader.Feed(b.GetBody(), now)
-		if !hadFirst && !x.reader.FirstToken.IsZero() && x.lease != nil {
-			x.lease.FirstToken()
+		if !hadFirst && !x.reader.FirstToken.IsZero() && x.flight != nil {
+			x.flight.FirstToken(x.reader.FirstToken)
 		}
 	} else if !x.respOverflow {
 		if len(x.respBody)+len(b.GetBody()) > maxResponseBodyKept {
@@ -71,74 +69,52 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
 	return err
 }
 
-// complete records a request whose response ended.
+// complete ends a request whose response ended.
 func (x *exchange) complete(now time.Time) {
-	if x.done || !x.decided {
+	if x.done || x.flight == nil {
 		return
 	}
-	x.compl.Outcome = OutcomeOK
+	outcome := requestcontrol.OutcomeOK
 	if x.respStatus >= 400 {
-		x.compl.Outcome = OutcomeUpstreamError
+		outcome = requestcontrol.OutcomeUpstreamError
 	}
-	if !x.sse {
-		if u, ok := parseCompletionUsage(x.respBody); ok {
-			x.compl.Usage, x.compl.HasUsage, x.compl.OutputTokens = u, true, u.CompletionTokens
-		}
-	}
-	x.end(now)
+	x.end(now, outcome)
 }
 
 // finish runs when the stream ends: a routed request that did not complete was cancelled
 // (client gone, gateway error) and must still release its replica; what was measured of its
 // stream is kept.
 func (x *exchange) finish() {
-	if x.done || !x.decided {
+	if x.done || x.flight == nil {
 		return
 	}
-	x.compl.Outcome = OutcomeCancelled
-	x.end(x.s.cfg.Clock.Now())
+	x.end(x.s.cfg.Clock.Now(), requestcontrol.OutcomeCancelled)
 }
 
-// end releases the replica and reports the completion.
-func (x *exchange) end(now time.Time) {
+// end hands what the response showed to the lifecycle.
+func (x *exchange) end(now time.Time, outcome Outcome) {
 	x.done = true
-	x.lease.Release()
-	c := &x.compl
-	r := &x.req
-	c.RequestID, c.Model, c.Objective, c.FairnessID = r.ID, r.Model, r.Objective, r.FairnessID
-	c.SLO, c.Stream, c.PromptTokens, c.MaxTokens = r.SLO, r.Stream, r.PromptTokens, r.MaxTokens
-	c.Target = x.lease.Replica().Endpoint
-	c.Features = x.features
-	c.Received = x.received
-	c.Status = x.respStatus
-	c.E2E = now.Sub(c.Dispatched)
+	e := requestcontrol.End{Outcome: outcome, Status: x.respStatus}
 	if x.sse {
 		x.reader.Close(now)
-		c.Usage, c.HasUsage = x.reader.Usage, x.reader.HasUsage
-		c.OutputTokens = x.reader.OutputTokens()
-		if !x.reader.FirstToken.IsZero() {
-			c.TTFT = x.reader.FirstToken.Sub(c.Dispatched)
-			if c.OutputTokens > 1 {
-				c.TPOT = x.reader.LastToken.Sub(x.reader.FirstToken) / time.Duration(c.OutputTokens-1)
-			}
-		}
+		e.LastToken, e.OutputTokens = x.reader.LastToken, x.reader.OutputTokens()
+		e.Usage, e.HasUsage = requestcontrol.Usage(x.reader.Usage), x.reader.HasUsage
+	} else if u, ok := parseCompletionUsage(x.respBody); ok {
+		e.Usage, e.HasUsage, e.OutputTokens = requestcontrol.Usage(u), true, u.CompletionTokens
 	}
-	x.s.cfg.Metrics.completed(c)
-	if x.s.cfg.Observe != nil {
-		x.s.cfg.Observe(*c)
-	}
+	x.flight.End(now, e)
 }
 
 func destination(targets []scheduler.Candidate) string {
 	if len(targets) == 1 {
-		return targets[0].Replica.Address
+		return targets[0].Endpoint.Address
 	}
 	var sb strings.Builder
 	for i, t := range targets {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		sb.WriteString(t.Replica.Address)
+		sb.WriteString(t.Endpoint.Address)
 	}
 	return sb.String()
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
 )
 
@@ -33,15 +34,14 @@ const maxResponseBodyKept = 4 << 20
 
 // Config configures a Server.
 type Config struct {
-	Pool      *pool.Pool
-	Scheduler *scheduler.Scheduler
-	Clock     clock.PassiveClock
+	Pool *pool.Pool
+	// Director runs each request's lifecycle; the server only translates the protocol.
+	Director *requestcontrol.Director
+	Clock    clock.PassiveClock
 	// MaxBodyBytes is the request body limit (413 beyond); 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int
-	// Observe receives every routed request once it ends. It runs on the request's stream
-	// goroutine, so it must not block (hand the completion to a buffer).
-	Observe func(Completion)
-	// Metrics receives the server's metrics; nil disables them.
+	// Metrics receives the server's metrics; nil disables them. Register it as one of the
+	// director's observers to count completions.
 	Metrics *Metrics
 	Log     *slog.Logger
 }
@@ -116,56 +116,16 @@ func (s *Server) Drain() {
 	s.updateHealth()
 }
 
-// Outcome is how a request ended, as counted in metrics.
-type Outcome string
+// Outcome and the outcomes are the lifecycle's.
+type Outcome = requestcontrol.Outcome
 
-// Outcomes.
+// Outcomes of requests the server refuses before they reach the lifecycle.
 const (
-	OutcomeOK            Outcome = "ok"
-	OutcomeUpstreamError Outcome = "upstream_error"
-	OutcomeCancelled     Outcome = "cancelled"
-	OutcomeBadRequest    Outcome = "bad_request"
-	OutcomeTooLarge      Outcome = "too_large"
-	OutcomeNoEndpoints   Outcome = "no_endpoints"
-	OutcomeShuttingDown  Outcome = "shutting_down"
-	OutcomeInternal      Outcome = "internal_error"
+	OutcomeBadRequest   = requestcontrol.OutcomeBadRequest
+	OutcomeTooLarge     = requestcontrol.OutcomeTooLarge
+	OutcomeShuttingDown = requestcontrol.OutcomeShuttingDown
+	OutcomeInternal     = requestcontrol.OutcomeInternal
 )
-
-// Completion is one routed request as observed from decision to end.
-type Completion struct {
-	RequestID  string
-	Model      string
-	Objective  string
-	FairnessID string
-	SLO        scheduler.SLO
-	Stream     bool
-	// PromptTokens is the picker's estimate by the token rule; MaxTokens the client's limit.
-	PromptTokens int
-	MaxTokens    int
-	// Target is the replica that served, with its state as the decision saw it.
-	Target pool.Endpoint
-	// Features is the chosen replica's state at decision time.
-	Features scheduler.Candidate
-	// ServedByFallback is set when the gateway reported another replica than the primary
-	// serving: Target is then that replica, and Features still the primary's.
-	ServedByFallback bool
-	// Usage is what the server reported (HasUsage false when it reported nothing).
-	Usage    Usage
-	HasUsage bool
-	// OutputTokens is Usage.CompletionTokens, or the count by the token rule without usage.
-	OutputTokens int
-	Received     time.Time // request headers arrived
-	Dispatched   time.Time // destination sent to the gateway
-	// DecisionLatency is from the end of the request body to the decision being sent.
-	DecisionLatency time.Duration
-	// TTFT is from dispatch to the first chunk with generated output (streaming only; 0 when
-	// not measured). TPOT is (last token - first token) / (output tokens - 1).
-	TTFT    time.Duration
-	TPOT    time.Duration
-	E2E     time.Duration
-	Status  int
-	Outcome Outcome
-}
 
 // Process implements the ext_proc stream for one HTTP request.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
@@ -191,11 +151,7 @@ type exchange struct {
 	// bodyStreamed is set once a body message arrived (the headers did not end the stream).
 	bodyStreamed bool
 
-	decided  bool
-	req      scheduler.Request
-	lease    *pool.Lease
-	features scheduler.Candidate
-	compl    Completion
+	flight *requestcontrol.Flight // set once the request was dispatched
 
 	respStatus   int
 	sse          bool
@@ -214,7 +170,7 @@ func (x *exchange) run() error {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
-		if md := msg.GetMetadataContext(); md != nil && !x.decided {
+		if md := msg.GetMetadataContext(); md != nil && x.flight == nil {
 			x.md = md
 		}
 		var stop bool
@@ -273,7 +229,7 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 }
 
 func (x *exchange) onRequestBody(b *extprocv3.HttpBody) (bool, error) {
-	if x.decided {
+	if x.flight != nil {
 		return false, nil // Envoy sends nothing after end_of_stream; tolerate a stray chunk
 	}
 	x.bodyStreamed = true
@@ -288,7 +244,7 @@ func (x *exchange) onRequestBody(b *extprocv3.HttpBody) (bool, error) {
 }
 
 func (x *exchange) onRequestTrailers() (bool, error) {
-	if !x.decided {
+	if x.flight == nil {
 		x.trailers = true
 		if stop, err := x.decide(); stop || err != nil {
 			return stop, err
@@ -326,19 +282,23 @@ func (x *exchange) decide() (bool, error) {
 	if err != nil {
 		return x.reject(400, OutcomeBadRequest, "", err.Error())
 	}
-	res, err := x.s.cfg.Scheduler.Schedule(x.ctx, &req, subset)
+	f, err := x.start(req, subset)
 	if err != nil {
-		if errors.Is(err, scheduler.ErrNoEndpoints) {
-			return x.reject(503, OutcomeNoEndpoints, "rejected-no-endpoints", err.Error())
+		if rej, ok := scheduler.RejectionOf(err); ok {
+			outcome := requestcontrol.OutcomeRejected
+			if errors.Is(err, scheduler.ErrNoEndpoints) {
+				outcome = requestcontrol.OutcomeNoEndpoints
+			}
+			return x.reject(rej.Status, outcome, rej.Reason, err.Error())
+		}
+		if x.ctx.Err() != nil {
+			return true, io.EOF // the gateway went away while the request was held
 		}
 		return x.reject(500, OutcomeInternal, "", "scheduling failed: "+err.Error())
 	}
-	primary := res.Targets[0]
-	x.req, x.features = req, primary
-	x.lease = primary.Replica.Dispatch(req.PromptTokens, req.MaxTokens)
-	x.decided = true
+	x.flight = f
 
-	dest := destination(res.Targets)
+	dest := destination(f.Targets())
 	set := []*corev3.HeaderValueOption{
 		setHeader(HeaderDestination, dest),
 	}
@@ -361,11 +321,26 @@ func (x *exchange) decide() (bool, error) {
 		return true, err
 	}
 	now := x.s.cfg.Clock.Now()
-	x.compl.Dispatched = now
-	x.compl.DecisionLatency = now.Sub(start)
-	x.s.cfg.Metrics.decision(x.compl.DecisionLatency)
+	f.Sent(now)
+	x.s.cfg.Metrics.decision(now.Sub(start))
 
 	return false, x.replayBody()
+}
+
+// start runs the request through admission and scheduling, waiting while flow control holds
+// it; the admitter resumes it (with ctx's error if the stream ends first).
+func (x *exchange) start(req scheduler.Request, subset []string) (*requestcontrol.Flight, error) {
+	var (
+		f    *requestcontrol.Flight
+		err  error
+		done = make(chan struct{})
+	)
+	x.s.cfg.Director.Start(x.ctx, req, subset, x.received, func(fl *requestcontrol.Flight, e error) {
+		f, err = fl, e
+		close(done)
+	})
+	<-done
+	return f, err
 }
 
 // replayChunk is the largest piece of the request body sent back in one message: big enough

@@ -22,7 +22,9 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/tokens"
 )
 
 type harness struct {
@@ -31,14 +33,21 @@ type harness struct {
 	pool  *pool.Pool
 	srv   *Server
 	conn  *grpc.ClientConn
-	compl chan Completion
+	compl chan requestcontrol.Completion
+	prof  *scheduler.Profile
 }
 
 // newHarness serves the picker over an in-memory gRPC connection, with n replicas at
 // 10.0.0.1:8000.. whose metrics are fresh.
 func newHarness(t testing.TB, n int) *harness {
 	t.Helper()
-	h := &harness{t: t, clk: clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), compl: make(chan Completion, 100)}
+	return newHarnessProfile(t, n, scheduler.DefaultProfileConfig())
+}
+
+// newHarnessProfile is newHarness scheduling with the profile pc, two fallbacks.
+func newHarnessProfile(t testing.TB, n int, pc scheduler.ProfileConfig) *harness {
+	t.Helper()
+	h := &harness{t: t, clk: clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), compl: make(chan requestcontrol.Completion, 100)}
 	h.pool = pool.New(h.clk, 0)
 	var eps []pool.Endpoint
 	for i := range n {
@@ -48,21 +57,23 @@ func newHarness(t testing.TB, n int) *harness {
 		t.Fatal(err)
 	}
 	h.freshen()
-	prof, err := scheduler.DefaultRegistry().Build(scheduler.DefaultProfileConfig(), scheduler.BuildOptions{Seed: 1})
+	prof, err := scheduler.DefaultRegistry().Build(pc, scheduler.Handle{Seed: 1, Pool: h.pool}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.prof = prof
 	sched, err := scheduler.New(h.pool, prof, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = NewServer(Config{Pool: h.pool, Scheduler: sched, Clock: h.clk, MaxBodyBytes: 1 << 16,
-		Observe: func(c Completion) {
+	dir := requestcontrol.New(requestcontrol.Config{Pool: h.pool, Scheduler: sched, Clock: h.clk,
+		Observers: []requestcontrol.Observer{requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
 			select {
 			case h.compl <- c:
 			default: // benchmarks complete more requests than anyone reads
 			}
-		}, Log: slog.New(slog.DiscardHandler)})
+		})}})
+	h.srv = NewServer(Config{Pool: h.pool, Director: dir, Clock: h.clk, MaxBodyBytes: 1 << 16, Log: slog.New(slog.DiscardHandler)})
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer()
 	h.srv.Register(g)
@@ -242,7 +253,7 @@ func TestCompletionMeasuresStream(t *testing.T) {
 			t.Fatalf("response chunk %d passed on as %q eos=%v", i, got.GetBody(), got.GetEndOfStream())
 		}
 	}
-	c := <-h.compl
+	c := h.completion()
 	if c.TTFT != 200*time.Millisecond {
 		t.Errorf("TTFT = %v, want 200ms (first chunk with text)", c.TTFT)
 	}
@@ -250,7 +261,7 @@ func TestCompletionMeasuresStream(t *testing.T) {
 	if c.TPOT != 100*time.Millisecond {
 		t.Errorf("TPOT = %v, want 100ms", c.TPOT)
 	}
-	if c.Usage != (Usage{PromptTokens: 9, CompletionTokens: 3, CachedTokens: 4}) || c.Outcome != OutcomeOK || c.Status != 200 {
+	if c.Usage != (requestcontrol.Usage{PromptTokens: 9, CompletionTokens: 3, CachedTokens: 4}) || c.Outcome != requestcontrol.OutcomeOK || c.Status != 200 {
 		t.Errorf("completion = %+v", c)
 	}
 	if c.SLO != (scheduler.SLO{TTFT: 250500 * time.Microsecond, TPOT: 40 * time.Millisecond}) || c.Objective != "chat" || c.FairnessID != "tenant-a" {
@@ -264,21 +275,51 @@ func TestCompletionMeasuresStream(t *testing.T) {
 	}
 }
 
-func TestServedFallbackMovesLoad(t *testing.T) {
-	h := newHarness(t, 3)
+// When the gateway reports that a fallback served, everything the decision credited to the
+// primary moves to the fallback: the in-flight lease, the prefix record and the session.
+func TestServedFallbackMovesEverything(t *testing.T) {
+	one := 1.0
+	h := newHarnessProfile(t, 3, scheduler.ProfileConfig{Name: "affine",
+		Scorers: []scheduler.PluginConfig{{Name: "prefix", Weight: &one}, {Name: "session-affinity", Weight: &one}, {Name: "load", Weight: &one}},
+		Picker:  scheduler.PluginConfig{Name: "max-score"}})
+	prompt := strings.Repeat("a long shared system prompt. ", 40)
+	body := `{"model":"m","messages":[{"role":"user","content":"` + prompt + `"}]}`
 	s, _ := h.stream()
-	hdrs, _, _ := decision(t, s, reqHeaders(false), reqBody(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true))
+	hdrs, _, _ := decision(t, s, reqHeaders(false, HeaderSessionID, "conv-1"), reqBody(body, true))
 	dests := strings.Split(hdrs[HeaderDestination], ",")
+	primary, fallback := h.pool.ByAddress(dests[0]), h.pool.ByAddress(dests[1])
 	send(t, s, respHeaders(200, "application/json", dests[1]))
 	recv(t, s)
-	if h.pool.ByAddress(dests[0]).Load().Requests != 0 || h.pool.ByAddress(dests[1]).Load().Requests != 1 {
+	if primary.Load().Requests != 0 || fallback.Load().Requests != 1 {
 		t.Fatal("in-flight accounting did not follow the served fallback")
 	}
 	send(t, s, respBody(`{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":1}}`, true))
 	recv(t, s)
-	c := <-h.compl
+	c := h.completion()
 	if c.Target.Address != dests[1] || c.OutputTokens != 1 || c.Stream || !c.ServedByFallback {
 		t.Errorf("completion %+v", c)
+	}
+
+	// What the plugins learned: the same prompt and session now point at the fallback.
+	req := &scheduler.Request{Prompt: tokens.RenderChat([]tokens.Message{{Role: "user", Text: prompt}}), SessionID: "conv-1"}
+	cands := []scheduler.Candidate{scheduler.CandidateOf(primary), scheduler.CandidateOf(fallback)}
+	scores := make([]float64, 2)
+	for _, ws := range h.prof.Scorers {
+		switch sc := ws.Scorer.(type) {
+		case *scheduler.PrefixScorer:
+			sc.PreScore(context.Background(), req, cands)
+			pm, _ := cands[0].Value(scheduler.ValuePrefixMatch)
+			fm, _ := cands[1].Value(scheduler.ValuePrefixMatch)
+			if pm != 0 || fm != 1 {
+				t.Errorf("prefix record: primary %.2f, fallback %.2f; want 0 and 1", pm, fm)
+			}
+		case *scheduler.SessionAffinityScorer:
+			clear(scores)
+			sc.Score(context.Background(), req, cands, scores)
+			if scores[0] != 0 || scores[1] != 1 {
+				t.Errorf("session affinity: primary %v, fallback %v; want 0 and 1", scores[0], scores[1])
+			}
+		}
 	}
 }
 
@@ -429,8 +470,8 @@ func TestCancelledStreamReleasesInFlight(t *testing.T) {
 	// The picker forwards a chunk before reading it, so the accounting can trail the echo.
 	waitLoad(t, r, func(l pool.Load) bool { return l.Requests == 1 && l.DecodeRequests == 1 && l.PrefillTokens == 0 })
 	cancel() // the client went away; Envoy resets the ext_proc stream
-	c := <-h.compl
-	if c.Outcome != OutcomeCancelled {
+	c := h.completion()
+	if c.Outcome != requestcontrol.OutcomeCancelled {
 		t.Errorf("outcome %q, want cancelled", c.Outcome)
 	}
 	if l := r.Load(); l != (pool.Load{}) {
@@ -507,8 +548,8 @@ func TestDoneWithoutEndOfStreamCompletes(t *testing.T) {
 		recv(t, s)
 	}
 	cancel()
-	c := <-h.compl
-	if c.Outcome != OutcomeOK || c.TTFT != 10*time.Millisecond || c.TPOT != 20*time.Millisecond || !c.HasUsage || c.OutputTokens != 2 {
+	c := h.completion()
+	if c.Outcome != requestcontrol.OutcomeOK || c.TTFT != 10*time.Millisecond || c.TPOT != 20*time.Millisecond || !c.HasUsage || c.OutputTokens != 2 {
 		t.Fatalf("completion %+v", c)
 	}
 	if r := h.pool.Replicas()[0]; r.Load() != (pool.Load{}) {
@@ -569,7 +610,20 @@ func TestOversizedJSONResponseKeepsNoUsage(t *testing.T) {
 	recv(t, s)
 	send(t, s, respBody(`"usage":{"prompt_tokens":1,"completion_tokens":9}}`, true))
 	recv(t, s)
-	if c := <-h.compl; c.HasUsage || c.Outcome != OutcomeOK {
+	if c := h.completion(); c.HasUsage || c.Outcome != requestcontrol.OutcomeOK {
 		t.Fatalf("completion %+v: a cut body must not yield usage", c)
+	}
+}
+
+// completion returns the next completion the picker observed, failing the test when none
+// arrives in time instead of hanging it.
+func (h *harness) completion() requestcontrol.Completion {
+	h.t.Helper()
+	select {
+	case c := <-h.compl:
+		return c
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("no completion observed within 10 s")
+		return requestcontrol.Completion{}
 	}
 }

@@ -1,0 +1,272 @@
+package requestcontrol
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/scheduler"
+)
+
+// Admitter is flow control's hook. Admit must not block: it calls resume exactly once, with
+// nil to let the request be scheduled or with an error (a *scheduler.Rejection to refuse it),
+// either before returning or later from an event (a dispatch finishing, a timer on the
+// injected clock), so the same code runs in real and in virtual time. When ctx ends while the
+// request is held, the admitter resumes it with ctx's error.
+type Admitter interface {
+	Admit(ctx context.Context, req *scheduler.Request, resume func(error))
+}
+
+// Observer receives every dispatched request once it ended. It runs on the caller of End, on
+// the request path: it must not block (hand the completion to a buffer).
+type Observer interface {
+	Observe(c Completion)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(Completion)
+
+// Observe implements Observer.
+func (f ObserverFunc) Observe(c Completion) { f(c) }
+
+// Config configures a Director.
+type Config struct {
+	Pool      *pool.Pool
+	Scheduler *scheduler.Scheduler
+	Clock     clock.PassiveClock
+	// Admitter decides admission; nil admits every request at once.
+	Admitter  Admitter
+	Observers []Observer
+}
+
+// Director runs requests through their lifecycle. It is safe for concurrent use.
+type Director struct {
+	cfg Config
+}
+
+// New returns a director.
+func New(cfg Config) *Director {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	return &Director{cfg: cfg}
+}
+
+// Start admits req and then schedules it, calling done exactly once: with the flight,
+// dispatched to its primary target, or with the error that refused it (a
+// *scheduler.Rejection when the request is to be answered with its status). subset, when not
+// nil, restricts the eligible replicas to those addresses (the gateway's hint). done may run
+// before Start returns, or later on the goroutine that resumes a held request.
+func (d *Director) Start(ctx context.Context, req scheduler.Request, subset []string, received time.Time, done func(*Flight, error)) {
+	f := &Flight{d: d, Req: req, Received: received}
+	admitted := func(err error) {
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		f.Admitted = d.cfg.Clock.Now()
+		if err := f.schedule(ctx, subset); err != nil {
+			done(nil, err)
+			return
+		}
+		done(f, nil)
+	}
+	if d.cfg.Admitter == nil {
+		admitted(nil)
+		return
+	}
+	d.cfg.Admitter.Admit(ctx, &f.Req, admitted)
+}
+
+// Flight is one dispatched request. Its methods may be called from several goroutines (a
+// response can end and be cancelled in racing paths); the first End wins.
+type Flight struct {
+	d *Director
+	// Req is the request as scheduled.
+	Req scheduler.Request
+	// Decision is the scheduler's result: Decision.Targets[0] the primary.
+	Decision scheduler.Result
+	// Features are the primary's features at decision time, by the models schema.
+	Features models.Vector
+	// Received is when the request arrived; Admitted when admission let it through;
+	// Decided when the scheduler chose.
+	Received, Admitted, Decided time.Time
+
+	mu         sync.Mutex
+	lease      *pool.Lease
+	served     scheduler.Candidate // the replica credited with the request
+	fallback   bool
+	dispatched time.Time
+	first      time.Time
+	ended      bool
+}
+
+func (f *Flight) schedule(ctx context.Context, subset []string) error {
+	res, err := f.d.cfg.Scheduler.Schedule(ctx, &f.Req, subset)
+	if err != nil {
+		return err
+	}
+	f.Decided = f.d.cfg.Clock.Now()
+	f.Decision = res
+	primary := res.Targets[0]
+	f.Features = models.Extract(&f.Req, &primary, f.Decided)
+	f.served = primary
+	f.lease = primary.Replica.Dispatch(f.Req.PromptTokens, f.Req.MaxTokens)
+	res.Profile.Dispatched(ctx, &f.Req, primary)
+	return nil
+}
+
+// Targets returns the decision's replicas, primary first.
+func (f *Flight) Targets() []scheduler.Candidate { return f.Decision.Targets }
+
+// Sent records that the request left for its replica at now: the adapter sent the
+// destination to the gateway, or submitted the request to a replica. Latencies are measured
+// from here.
+func (f *Flight) Sent(now time.Time) {
+	f.mu.Lock()
+	f.dispatched = now
+	f.mu.Unlock()
+}
+
+// ServedBy records that r, not the replica credited so far, is serving the request (the
+// gateway fell back): the lease and what scheduling plugins learned move to r.
+func (f *Flight) ServedBy(ctx context.Context, r *pool.Replica) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r == nil || r == f.served.Replica || f.ended {
+		return
+	}
+	to := scheduler.CandidateOf(r)
+	f.lease.MoveTo(r)
+	f.Decision.Profile.Moved(ctx, &f.Req, f.served, to)
+	f.served, f.fallback = to, true
+}
+
+// Served returns the replica currently credited with the request.
+func (f *Flight) Served() *pool.Replica {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.served.Replica
+}
+
+// FirstToken records that the first generated output reached the picker at now; the replica's
+// accounting moves the request from prefill to decode.
+func (f *Flight) FirstToken(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.first.IsZero() && !f.ended {
+		f.first = now
+		f.lease.FirstToken()
+	}
+}
+
+// Outcome is how a request ended, as counted in metrics and recorded.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeOK            Outcome = "ok"
+	OutcomeUpstreamError Outcome = "upstream_error"
+	OutcomeCancelled     Outcome = "cancelled"
+	OutcomeBadRequest    Outcome = "bad_request"
+	OutcomeTooLarge      Outcome = "too_large"
+	OutcomeNoEndpoints   Outcome = "no_endpoints"
+	OutcomeRejected      Outcome = "rejected"
+	OutcomeShuttingDown  Outcome = "shutting_down"
+	OutcomeInternal      Outcome = "internal_error"
+)
+
+// Usage is the token accounting a server reported.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+	CachedTokens     int
+}
+
+// End describes how a response ended, as the adapter observed it.
+type End struct {
+	Outcome Outcome
+	Status  int // the response's HTTP status, 0 when none arrived
+	// LastToken is when the last generated output arrived (zero: none seen).
+	LastToken time.Time
+	// OutputTokens is how many tokens were generated, as measured.
+	OutputTokens int
+	Usage        Usage
+	HasUsage     bool
+}
+
+// End ends the flight at now: the replica is released and the completion goes to the
+// observers. Later calls do nothing and report false.
+func (f *Flight) End(now time.Time, e End) bool {
+	f.mu.Lock()
+	if f.ended {
+		f.mu.Unlock()
+		return false
+	}
+	f.ended = true
+	f.lease.Release()
+	c := Completion{
+		Request: f.Req, Target: f.served.Endpoint, Features: f.Features, ServedByFallback: f.fallback,
+		Received: f.Received, Admitted: f.Admitted, Decided: f.Decided, Dispatched: f.dispatched,
+		FirstToken: f.first, End: e,
+	}
+	if v, ok := f.Decision.Targets[0].Value(scheduler.ValuePredictedTTFT); ok {
+		c.PredictedTTFTMs = &v
+	}
+	if v, ok := f.Decision.Targets[0].Value(scheduler.ValuePredictedTPOT); ok {
+		c.PredictedTPOTMs = &v
+	}
+	if c.Dispatched.IsZero() {
+		c.Dispatched = f.Decided // ended before it was sent
+	}
+	c.E2E = now.Sub(c.Dispatched)
+	if !f.first.IsZero() {
+		c.TTFT = f.first.Sub(c.Dispatched)
+		c.TPOT = TPOT(f.first, e.LastToken, e.OutputTokens)
+	}
+	f.mu.Unlock()
+	for _, o := range f.d.cfg.Observers {
+		o.Observe(c)
+	}
+	return true
+}
+
+// TPOT is the time per output token of a stream whose first and last tokens arrived at first
+// and last: the gaps between tokens, averaged. It is 0 with fewer than two tokens.
+func TPOT(first, last time.Time, tokens int) time.Duration {
+	if tokens < 2 || last.Before(first) {
+		return 0
+	}
+	return last.Sub(first) / time.Duration(tokens-1)
+}
+
+// Completion is one dispatched request as observed from decision to end.
+type Completion struct {
+	scheduler.Request
+	// Target is the replica that served, as configured when it was credited.
+	Target pool.Endpoint
+	// Features are the primary's features at decision time. When ServedByFallback, Target is
+	// the fallback and Features still the primary's.
+	Features         models.Vector
+	ServedByFallback bool
+	// PredictedTTFTMs and PredictedTPOTMs are the prediction the decision used, if any.
+	PredictedTTFTMs, PredictedTPOTMs *float64
+
+	Received   time.Time // the request arrived
+	Admitted   time.Time // admission let it through
+	Decided    time.Time // the scheduler chose
+	Dispatched time.Time // it left for the replica
+	FirstToken time.Time // zero when none was seen
+	End
+	// DecisionLatency is Dispatched - Admitted: scheduling and answering the gateway.
+	// TTFT is from dispatch to the first token (0 when none was seen); TPOT by TPOT(); E2E
+	// from dispatch to the end.
+	TTFT, TPOT, E2E time.Duration
+}
+
+// DecisionLatency is the time from admission to dispatch.
+func (c *Completion) DecisionLatency() time.Duration { return c.Dispatched.Sub(c.Admitted) }
