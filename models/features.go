@@ -53,7 +53,7 @@ var schema = [...]Feature{
 	{Name: "num_requests_running", Kind: Int, Max: maxInt32, Doc: "vllm:num_requests_running as last scraped",
 		compute: func(in *input) (float64, bool) { return float64(in.c.Metrics.Running), true }},
 	{Name: "prefix_match", Kind: Float, Max: 1,
-		Doc: "share of the prompt's blocks the prefix record expects cached; NULL when no prefix plugin ran or the prompt is shorter than a block",
+		Doc:     "share of the prompt's blocks the prefix record expects cached; NULL when no prefix plugin ran or the prompt is shorter than a block",
 		compute: func(in *input) (float64, bool) { return in.c.Value(scheduler.ValuePrefixMatch) }},
 	{Name: "inflight_requests", Kind: Int, Max: maxInt32, Doc: "requests this picker dispatched to the replica and has not seen finish",
 		compute: func(in *input) (float64, bool) { return float64(in.c.Load.Requests), true }},

@@ -24,6 +24,7 @@ import (
 
 	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/store"
 )
@@ -32,8 +33,8 @@ import (
 type Options struct {
 	Clock clock.WithTicker // default: the real clock
 	Log   *slog.Logger
-	// Observe receives every routed request's completion (see extproc.Config.Observe).
-	Observe func(extproc.Completion)
+	// Observers receive every routed request's completion, after the recorder and metrics.
+	Observers []requestcontrol.Observer
 	// Registry receives the picker's metrics; default a new registry with Go and process metrics.
 	Registry *prometheus.Registry
 	// KubeClient and DynamicClient replace the clients built from the configuration's
@@ -90,7 +91,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
-	prof, err := scheduler.DefaultRegistry().Build(pc, scheduler.BuildOptions{Seed: seed, Pool: p})
+	prof, err := scheduler.DefaultRegistry().Build(pc, handle(p, seed, opts), nil)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -105,7 +106,8 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	}
 	var db *pgxpool.Pool
 	var rec *store.Recorder
-	observe := opts.Observe
+	metrics := extproc.NewMetrics(opts.Registry, p)
+	observers := []requestcontrol.Observer{metrics}
 	if cfg.DatabaseURL != "" {
 		// The pool connects lazily: a database that is down at start delays recording, never
 		// routing.
@@ -114,20 +116,20 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		}
 		rec = store.NewRecorder(db, store.RecorderOptions{Retention: time.Duration(cfg.Retention), Clock: opts.Clock,
 			Log: opts.Log, Registry: opts.Registry})
-		user := opts.Observe
-		observe = func(c extproc.Completion) {
-			rec.Add(sample(c))
-			if user != nil {
-				user(c)
-			}
-		}
+		observers = append(observers, Recording(rec))
 	}
+	observers = append(observers, opts.Observers...)
+	dir := requestcontrol.New(requestcontrol.Config{Pool: p, Scheduler: sched, Clock: opts.Clock, Observers: observers})
 	srv := extproc.NewServer(extproc.Config{
-		Pool: p, Scheduler: sched, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes,
-		Observe: observe, Metrics: extproc.NewMetrics(opts.Registry, p), Log: opts.Log,
+		Pool: p, Director: dir, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes, Metrics: metrics, Log: opts.Log,
 	})
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
 		reloadMetrics: rm, source: source, db: db, Recorder: rec}, nil
+}
+
+// handle is what the picker's scheduling plugins get from it.
+func handle(p *pool.Pool, seed uint64, opts Options) scheduler.Handle {
+	return scheduler.Handle{Pool: p, Clock: opts.Clock, Log: opts.Log, Metrics: opts.Registry, Seed: seed}
 }
 
 // Serve runs the picker on grpcLis (and metricsLis when not nil) until ctx is done, then

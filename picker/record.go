@@ -1,46 +1,45 @@
 package picker
 
 import (
-	"github.com/augur-llm/augur/extproc"
+	"time"
+
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/store"
 )
 
-// sample turns a finished request into its training sample: the chosen replica's state as
-// the decision saw it, and what was observed.
-func sample(c extproc.Completion) store.Sample {
-	f := c.Features
-	ms := func(d interface{ Seconds() float64 }) float64 { return d.Seconds() * 1000 }
+// Recording returns the observer that hands every completion to rec as its sample. The
+// wind tunnel uses it too, so virtual-time samples are recorded exactly as production's.
+func Recording(rec *store.Recorder) requestcontrol.Observer {
+	return requestcontrol.ObserverFunc(func(c requestcontrol.Completion) { rec.Add(SampleOf(c)) })
+}
+
+// SampleOf turns a finished request into its training sample: the primary's features as the
+// decision saw them, the prediction used, and what was observed.
+func SampleOf(c requestcontrol.Completion) store.Sample {
 	s := store.Sample{
-		Time: c.Dispatched, RequestID: c.RequestID, Model: c.Model, Objective: c.Objective, FairnessID: c.FairnessID,
+		Time: c.Dispatched, RequestID: c.ID, Model: c.Model, Objective: c.Objective, FairnessID: c.FairnessID,
 		Stream: c.Stream, Replica: c.Target.Name, ReplicaAddress: c.Target.Address, ReplicaClass: c.Target.Class,
-		ServedByFallback: c.ServedByFallback,
-		KVCacheUsage:     f.Metrics.KVUsage, NumRequestsWaiting: f.Metrics.Waiting, NumRequestsRunning: f.Metrics.Running,
-		PrefixMatch: f.PrefixMatch, InflightRequests: int(f.Load.Requests), PrefillTokensInFlight: f.Load.PrefillTokens,
-		DecodeRequestsInFlight: int(f.Load.DecodeRequests), InflightTokens: f.Load.Tokens,
-		MetricsAgeMs: max(0, ms(c.Dispatched.Sub(f.Metrics.ScrapedAt))), NumGPUBlocks: f.Metrics.NumGPUBlocks,
-		BlockSize: f.Metrics.BlockSize, InputTokens: c.PromptTokens, MaxTokens: c.MaxTokens,
-		DecisionUs: c.DecisionLatency.Seconds() * 1e6, E2EMs: ms(c.E2E), OutputTokens: c.OutputTokens,
-		Outcome: string(c.Outcome), Status: c.Status,
-	}
-	if c.SLO.TTFT > 0 {
-		v := ms(c.SLO.TTFT)
-		s.SLOTTFTMs = &v
-	}
-	if c.SLO.TPOT > 0 {
-		v := ms(c.SLO.TPOT)
-		s.SLOTPOTMs = &v
-	}
-	if c.TTFT > 0 {
-		v := ms(c.TTFT)
-		s.TTFTMs = &v
-	}
-	if c.TPOT > 0 {
-		v := ms(c.TPOT)
-		s.TPOTMs = &v
+		ServedByFallback: c.ServedByFallback, SchemaVersion: models.SchemaVersion, Features: c.Features,
+		PredictedTTFTMs: c.PredictedTTFTMs, PredictedTPOTMs: c.PredictedTPOTMs,
+		SLOTTFTMs: optionalMs(c.SLO.TTFT), SLOTPOTMs: optionalMs(c.SLO.TPOT), TTFTMs: optionalMs(c.TTFT), TPOTMs: optionalMs(c.TPOT),
+		DecisionUs: float64(c.DecisionLatency()) / float64(time.Microsecond), E2EMs: ms(c.E2E),
+		OutputTokens: c.OutputTokens, Outcome: string(c.Outcome), Status: c.Status,
 	}
 	if c.HasUsage {
 		p, k := c.Usage.PromptTokens, c.Usage.CachedTokens
 		s.PromptTokensReported, s.CachedTokensReported = &p, &k
 	}
 	return s
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// optionalMs is d in milliseconds, or nil (NULL) when d is not positive: not set, not measured.
+func optionalMs(d time.Duration) *float64 {
+	if d <= 0 {
+		return nil
+	}
+	v := ms(d)
+	return &v
 }

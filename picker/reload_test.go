@@ -155,7 +155,7 @@ func TestReloadRejectsInvalidWhole(t *testing.T) {
 			t.Errorf("Reload(%+v) accepted", c)
 		}
 	}
-	if n := len(p.Pool.Replicas()); n != 1 || p.Pool.Replicas()[0].Address != "127.0.0.1:1" {
+	if n := len(p.Pool.Replicas()); n != 1 || p.Pool.Replicas()[0].Address() != "127.0.0.1:1" {
 		t.Errorf("a rejected reload changed the pool")
 	}
 	if got := testutil.ToFloat64(p.reloadMetrics.reloads.WithLabelValues("rejected")); got != 2 {

@@ -41,7 +41,7 @@ func waitReplicas(t *testing.T, p *Picker, want ...string) {
 	for {
 		var got []string
 		for _, r := range p.Pool.Replicas() {
-			got = append(got, r.Name+"="+r.Address)
+			got = append(got, r.Name+"="+r.Address())
 		}
 		if len(got) == len(want) {
 			ok := true

@@ -84,7 +84,7 @@ type Replica struct {
 	Name     string
 	endpoint atomic.Pointer[Endpoint]
 	metrics  atomic.Pointer[Metrics]
-	failing atomic.Bool // last scrape failed
+	failing  atomic.Bool // last scrape failed
 
 	requests      atomic.Int64
 	prefillTokens atomic.Int64

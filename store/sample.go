@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/augur-llm/augur/models"
 )
 
 // Sample is one routed request as recorded: the chosen replica's features at decision time,
@@ -30,19 +33,11 @@ type Sample struct {
 	// features are the primary's as the decision saw them.
 	ServedByFallback bool
 
-	KVCacheUsage           float64
-	NumRequestsWaiting     int
-	NumRequestsRunning     int
-	PrefixMatch            float64
-	InflightRequests       int
-	PrefillTokensInFlight  int64
-	DecodeRequestsInFlight int
-	InflightTokens         int64
-	MetricsAgeMs           float64
-	NumGPUBlocks           int
-	BlockSize              int
-	InputTokens            int
-	MaxTokens              int
+	// SchemaVersion is the feature schema Features follow (models.SchemaVersion when
+	// written by this build).
+	SchemaVersion int
+	// Features are the chosen replica's features at decision time, one column each.
+	Features models.Vector
 
 	SLOTTFTMs, SLOTPOTMs             *float64
 	PredictedTTFTMs, PredictedTPOTMs *float64
@@ -97,8 +92,6 @@ func (s *Sample) Validate() error {
 		max  float64
 	}{
 		{"e2e_ms", s.E2EMs, maxLatencyMs}, {"decision_us", s.DecisionUs, maxLatencyMs * 1000},
-		{"metrics_age_ms", s.MetricsAgeMs, math.MaxFloat64}, {"kv_cache_usage", s.KVCacheUsage, 1},
-		{"prefix_match", s.PrefixMatch, 1},
 	} {
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 || f.v > f.max {
 			return bad(f.name, f.v)
@@ -115,14 +108,13 @@ func (s *Sample) Validate() error {
 			return bad(f.name, *f.v)
 		}
 	}
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"inflight_tokens", s.InflightTokens}, {"prefill_tokens_in_flight", s.PrefillTokensInFlight},
-	} {
-		if f.v < 0 {
-			return bad(f.name, f.v)
+	if s.SchemaVersion <= 0 {
+		return bad("schema_version", s.SchemaVersion)
+	}
+	for i, f := range models.Schema() {
+		v, ok := s.Features.Get(i)
+		if ok && (math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > f.Max || (f.Kind == models.Int && v != math.Trunc(v))) {
+			return bad(f.Name, v)
 		}
 	}
 	// The remaining counts are integer (int4) columns.
@@ -130,12 +122,7 @@ func (s *Sample) Validate() error {
 		name string
 		v    int64
 	}{
-		{"num_requests_waiting", int64(s.NumRequestsWaiting)}, {"num_requests_running", int64(s.NumRequestsRunning)},
-		{"inflight_requests", int64(s.InflightRequests)},
-		{"decode_requests_in_flight", int64(s.DecodeRequestsInFlight)},
-		{"num_gpu_blocks", int64(s.NumGPUBlocks)}, {"block_size", int64(s.BlockSize)},
-		{"input_tokens", int64(s.InputTokens)}, {"max_tokens", int64(s.MaxTokens)}, {"output_tokens", int64(s.OutputTokens)},
-		{"status", int64(s.Status)},
+		{"output_tokens", int64(s.OutputTokens)}, {"status", int64(s.Status)},
 	} {
 		if f.v < 0 || f.v > math.MaxInt32 {
 			return bad(f.name, f.v)
@@ -152,41 +139,75 @@ func (s *Sample) Validate() error {
 	return nil
 }
 
-// sampleColumns is the column order of CopyFrom and of reads.
-var sampleColumns = []string{
-	"time", "request_id", "model", "objective", "fairness_id", "stream", "replica", "replica_address", "replica_class",
-	"served_by_fallback", "kv_cache_usage", "num_requests_waiting", "num_requests_running", "prefix_match", "inflight_requests",
-	"prefill_tokens_in_flight", "decode_requests_in_flight", "inflight_tokens", "metrics_age_ms", "num_gpu_blocks",
-	"block_size", "input_tokens", "max_tokens", "slo_ttft_ms", "slo_tpot_ms", "predicted_ttft_ms", "predicted_tpot_ms",
-	"model_version", "decision_us", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens_reported", "cached_tokens_reported",
-	"output_tokens", "outcome", "status",
+// Columns around the features, in table order.
+var (
+	headColumns = []string{"time", "request_id", "model", "objective", "fairness_id", "stream", "replica", "replica_address",
+		"replica_class", "served_by_fallback", "schema_version"}
+	tailColumns = []string{"slo_ttft_ms", "slo_tpot_ms", "predicted_ttft_ms", "predicted_tpot_ms",
+		"model_version", "decision_us", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens_reported", "cached_tokens_reported",
+		"output_tokens", "outcome", "status"}
+)
+
+// SampleColumns is the column order of writes and reads: identity, the features in schema
+// order, then objectives, prediction and what was observed.
+func SampleColumns() []string {
+	return slices.Concat(headColumns, models.Names(), tailColumns)
 }
 
 func (s *Sample) values() []any {
-	return []any{
-		s.Time, s.RequestID, s.Model, s.Objective, s.FairnessID, s.Stream, s.Replica, s.ReplicaAddress, s.ReplicaClass,
-		s.ServedByFallback, s.KVCacheUsage, s.NumRequestsWaiting, s.NumRequestsRunning, s.PrefixMatch, s.InflightRequests,
-		s.PrefillTokensInFlight, s.DecodeRequestsInFlight, s.InflightTokens, s.MetricsAgeMs, s.NumGPUBlocks,
-		s.BlockSize, s.InputTokens, s.MaxTokens, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs,
-		s.ModelVersion, s.DecisionUs, s.TTFTMs, s.TPOTMs, s.E2EMs, s.PromptTokensReported, s.CachedTokensReported,
-		s.OutputTokens, s.Outcome, s.Status,
+	out := make([]any, 0, len(headColumns)+models.NumFeatures+len(tailColumns))
+	out = append(out, s.Time, s.RequestID, s.Model, s.Objective, s.FairnessID, s.Stream, s.Replica, s.ReplicaAddress,
+		s.ReplicaClass, s.ServedByFallback, s.SchemaVersion)
+	for i, f := range models.Schema() {
+		v, ok := s.Features.Get(i)
+		switch {
+		case !ok:
+			out = append(out, nil)
+		case f.Kind == models.Int:
+			out = append(out, int64(v))
+		default:
+			out = append(out, v)
+		}
 	}
+	return append(out, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs,
+		s.ModelVersion, s.DecisionUs, s.TTFTMs, s.TPOTMs, s.E2EMs, s.PromptTokensReported, s.CachedTokensReported,
+		s.OutputTokens, s.Outcome, s.Status)
 }
 
-func (s *Sample) scanTargets() []any {
-	return []any{
-		&s.Time, &s.RequestID, &s.Model, &s.Objective, &s.FairnessID, &s.Stream, &s.Replica, &s.ReplicaAddress, &s.ReplicaClass,
-		&s.ServedByFallback, &s.KVCacheUsage, &s.NumRequestsWaiting, &s.NumRequestsRunning, &s.PrefixMatch, &s.InflightRequests,
-		&s.PrefillTokensInFlight, &s.DecodeRequestsInFlight, &s.InflightTokens, &s.MetricsAgeMs, &s.NumGPUBlocks,
-		&s.BlockSize, &s.InputTokens, &s.MaxTokens, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs,
-		&s.ModelVersion, &s.DecisionUs, &s.TTFTMs, &s.TPOTMs, &s.E2EMs, &s.PromptTokensReported, &s.CachedTokensReported,
-		&s.OutputTokens, &s.Outcome, &s.Status,
+// scan reads one row of SampleColumns.
+func (s *Sample) scan(row pgx.Row) error {
+	feats := make([]any, models.NumFeatures)
+	targets := []any{&s.Time, &s.RequestID, &s.Model, &s.Objective, &s.FairnessID, &s.Stream, &s.Replica, &s.ReplicaAddress,
+		&s.ReplicaClass, &s.ServedByFallback, &s.SchemaVersion}
+	for i := range feats {
+		targets = append(targets, &feats[i])
 	}
+	targets = append(targets, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs,
+		&s.ModelVersion, &s.DecisionUs, &s.TTFTMs, &s.TPOTMs, &s.E2EMs, &s.PromptTokensReported, &s.CachedTokensReported,
+		&s.OutputTokens, &s.Outcome, &s.Status)
+	if err := row.Scan(targets...); err != nil {
+		return err
+	}
+	s.Features = models.Vector{}
+	for i, v := range feats {
+		switch x := v.(type) {
+		case nil:
+		case float64:
+			s.Features.Set(i, x)
+		case int64:
+			s.Features.Set(i, float64(x))
+		case int32:
+			s.Features.Set(i, float64(x))
+		default:
+			return fmt.Errorf("column %s: unexpected %T", models.Names()[i], v)
+		}
+	}
+	return nil
 }
 
 // WriteSamples copies samples into the table in one COPY.
 func WriteSamples(ctx context.Context, db *pgxpool.Pool, samples []Sample) error {
-	n, err := db.CopyFrom(ctx, pgx.Identifier{"request_samples"}, sampleColumns,
+	n, err := db.CopyFrom(ctx, pgx.Identifier{"request_samples"}, SampleColumns(),
 		pgx.CopyFromSlice(len(samples), func(i int) ([]any, error) { return samples[i].values(), nil }))
 	if err != nil {
 		return fmt.Errorf("write samples: %w", err)
@@ -199,7 +220,7 @@ func WriteSamples(ctx context.Context, db *pgxpool.Pool, samples []Sample) error
 
 // ReadSamples returns the samples with from <= time < to, oldest first: the trainer's read.
 func ReadSamples(ctx context.Context, db *pgxpool.Pool, from, to time.Time) ([]Sample, error) {
-	q := "SELECT " + strings.Join(sampleColumns, ", ") + " FROM request_samples WHERE time >= $1 AND time < $2 ORDER BY time, request_id"
+	q := "SELECT " + strings.Join(SampleColumns(), ", ") + " FROM request_samples WHERE time >= $1 AND time < $2 ORDER BY time, request_id"
 	rows, err := db.Query(ctx, q, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("read samples: %w", err)
@@ -208,7 +229,7 @@ func ReadSamples(ctx context.Context, db *pgxpool.Pool, from, to time.Time) ([]S
 	var out []Sample
 	for rows.Next() {
 		var s Sample
-		if err := rows.Scan(s.scanTargets()...); err != nil {
+		if err := s.scan(rows); err != nil {
 			return nil, fmt.Errorf("read samples: %w", err)
 		}
 		out = append(out, s)

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/augur-llm/augur/local/pgserver"
+	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/store"
 )
 
@@ -33,13 +34,25 @@ func open(t testing.TB, url string) *pgxpool.Pool {
 
 func ptr[T any](v T) *T { return &v }
 
+// distinctFeatures gives every feature a different valid value, so a column written to or
+// read from the wrong place shows.
+func distinctFeatures() models.Vector {
+	var v models.Vector
+	for i, f := range models.Schema() {
+		x := float64(i + 2)
+		if f.Max <= 1 {
+			x = 1 / x
+		}
+		v.Set(i, x)
+	}
+	return v
+}
+
 func fullSample(i int, at time.Time) store.Sample {
 	return store.Sample{
 		Time: at, RequestID: "req-" + string(rune('a'+i%26)) + time.Duration(i).String(), Model: "m", Objective: "chat",
 		FairnessID: "tenant-1", Stream: i%2 == 0, ServedByFallback: i%3 == 0, Replica: "sim-1", ReplicaAddress: "10.0.0.1:8000", ReplicaClass: "8b-h100",
-		KVCacheUsage: 0.25, NumRequestsWaiting: 3, NumRequestsRunning: 17, PrefixMatch: 0.8125, InflightRequests: 4,
-		PrefillTokensInFlight: 7200, DecodeRequestsInFlight: 2, InflightTokens: 9000, MetricsAgeMs: 31.5,
-		NumGPUBlocks: 19208, BlockSize: 16, InputTokens: 7200, MaxTokens: 1000,
+		SchemaVersion: models.SchemaVersion, Features: distinctFeatures(),
 		SLOTTFTMs: ptr(500.0), SLOTPOTMs: ptr(50.0), PredictedTTFTMs: ptr(212.5), PredictedTPOTMs: ptr(31.25),
 		ModelVersion: ptr("ttft-2026-11-25T00:00:00Z"), DecisionUs: 18.75, TTFTMs: ptr(230.125), TPOTMs: ptr(29.5),
 		E2EMs: 29700.5, PromptTokensReported: ptr(7200), CachedTokensReported: ptr(6000), OutputTokens: 1000,
@@ -57,7 +70,7 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 		t.Fatalf("second migration: %v", err)
 	}
 	var applied int
-	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 1 {
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 2 {
 		t.Fatalf("schema_migrations rows %d (%v)", applied, err)
 	}
 	at := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)
@@ -66,6 +79,9 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 	sparse := fullSample(3, at.Add(2*time.Second))
 	sparse.SLOTTFTMs, sparse.SLOTPOTMs, sparse.PredictedTTFTMs, sparse.PredictedTPOTMs = nil, nil, nil, nil
 	sparse.ModelVersion, sparse.TTFTMs, sparse.TPOTMs, sparse.PromptTokensReported, sparse.CachedTokensReported = nil, nil, nil, nil, nil
+	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens"} { // NULL by the schema's rule
+		sparse.Features.Clear(models.Index(name))
+	}
 	in = append(in, sparse)
 	if err := store.WriteSamples(ctx, db, in); err != nil {
 		t.Fatal(err)
@@ -85,6 +101,56 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 	}
 	if n, err := store.DeleteOlderThan(ctx, db, at.Add(1500*time.Millisecond)); err != nil || n != 2 {
 		t.Errorf("retention deleted %d (%v), want 2", n, err)
+	}
+}
+
+// The table has a column for every feature of the schema, of the schema's kind; the features
+// models computes NULL are nullable.
+func TestTableFollowsFeatureSchema(t *testing.T) {
+	db := open(t, shared.NewDatabase(t))
+	ctx := context.Background()
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query(ctx, `SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = 'request_samples'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type col struct{ typ, nullable string }
+	cols := map[string]col{}
+	for rows.Next() {
+		var name string
+		var c col
+		if err := rows.Scan(&name, &c.typ, &c.nullable); err != nil {
+			t.Fatal(err)
+		}
+		cols[name] = c
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range models.Schema() {
+		c, ok := cols[f.Name]
+		want := "double precision"
+		if f.Kind == models.Int {
+			want = "integer"
+			if f.Wide {
+				want = "bigint"
+			}
+		}
+		if !ok || c.typ != want {
+			t.Errorf("feature %s: column %+v (present %v), want %s", f.Name, c, ok, want)
+		}
+	}
+	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens"} {
+		if cols[name].nullable != "YES" {
+			t.Errorf("column %s must be nullable: the schema leaves it NULL when not computed", name)
+		}
+	}
+	for _, name := range store.SampleColumns() {
+		if _, ok := cols[name]; !ok {
+			t.Errorf("SampleColumns names %s, which the table lacks", name)
+		}
 	}
 }
 
@@ -119,17 +185,20 @@ func TestConcurrentStartups(t *testing.T) {
 
 func TestValidateRejectsAbsurdValues(t *testing.T) {
 	for name, mutate := range map[string]func(*store.Sample){
-		"negative e2e":      func(s *store.Sample) { s.E2EMs = -1 },
-		"NaN ttft":          func(s *store.Sample) { s.TTFTMs = ptr(math.NaN()) },
-		"infinite tpot":     func(s *store.Sample) { s.TPOTMs = ptr(math.Inf(1)) },
-		"a week of ttft":    func(s *store.Sample) { s.TTFTMs = ptr(7 * 24 * 3600e3) },
-		"kv usage above 1":  func(s *store.Sample) { s.KVCacheUsage = 1.5 },
-		"negative tokens":   func(s *store.Sample) { s.OutputTokens = -3 },
-		"no request id":     func(s *store.Sample) { s.RequestID = "" },
-		"negative cached":   func(s *store.Sample) { s.CachedTokensReported = ptr(-1) },
-		"zero time":         func(s *store.Sample) { s.Time = time.Time{} },
-		"NaN prefix match":  func(s *store.Sample) { s.PrefixMatch = math.NaN() },
-		"negative decision": func(s *store.Sample) { s.DecisionUs = -0.5 },
+		"negative e2e":       func(s *store.Sample) { s.E2EMs = -1 },
+		"NaN ttft":           func(s *store.Sample) { s.TTFTMs = ptr(math.NaN()) },
+		"infinite tpot":      func(s *store.Sample) { s.TPOTMs = ptr(math.Inf(1)) },
+		"a week of ttft":     func(s *store.Sample) { s.TTFTMs = ptr(7 * 24 * 3600e3) },
+		"kv usage above 1":   func(s *store.Sample) { s.Features.Set(models.Index("kv_cache_usage"), 1.5) },
+		"fractional count":   func(s *store.Sample) { s.Features.Set(models.Index("num_requests_waiting"), 2.5) },
+		"negative in flight": func(s *store.Sample) { s.Features.Set(models.Index("inflight_tokens"), -1) },
+		"no schema version":  func(s *store.Sample) { s.SchemaVersion = 0 },
+		"negative tokens":    func(s *store.Sample) { s.OutputTokens = -3 },
+		"no request id":      func(s *store.Sample) { s.RequestID = "" },
+		"negative cached":    func(s *store.Sample) { s.CachedTokensReported = ptr(-1) },
+		"zero time":          func(s *store.Sample) { s.Time = time.Time{} },
+		"NaN prefix match":   func(s *store.Sample) { s.Features.Set(models.Index("prefix_match"), math.NaN()) },
+		"negative decision":  func(s *store.Sample) { s.DecisionUs = -0.5 },
 	} {
 		s := fullSample(1, time.Now())
 		mutate(&s)

@@ -9,8 +9,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )
 

@@ -28,11 +28,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/augur-llm/augur/picker"
-	"github.com/augur-llm/augur/windtunnel/report"
-	"github.com/augur-llm/augur/scheduler"
-	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/windtunnel/report"
+	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/windtunnel/virtual"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )

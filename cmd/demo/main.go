@@ -26,10 +26,10 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"gonum.org/v1/gonum/stat"
 
-	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/local/pgserver"
-	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/store"
 )
 
@@ -78,15 +78,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	runStart := time.Now()
 
 	var mu sync.Mutex
-	picked := map[string]extproc.Completion{}
+	picked := map[string]requestcontrol.Completion{}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := stack.Start(startCtx, stack.Config{
 		Replicas: o.replicas, Profile: o.profile, Seed: o.seed, Picker: picker.Config{DatabaseURL: o.databaseURL},
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Observe: func(c extproc.Completion) {
+		Observe: func(c requestcontrol.Completion) {
 			mu.Lock()
-			picked[c.RequestID] = c
+			picked[c.ID] = c
 			mu.Unlock()
 		},
 	})
@@ -224,7 +224,7 @@ type row struct {
 	promptTokens, cachedTokens int
 }
 
-func report(out io.Writer, rs []sent, picked map[string]extproc.Completion) error {
+func report(out io.Writer, rs []sent, picked map[string]requestcontrol.Completion) error {
 	rows := map[string]*row{}
 	var failed []string
 	var all row

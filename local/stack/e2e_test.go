@@ -11,25 +11,25 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
 type observed struct {
 	mu sync.Mutex
-	m  map[string]extproc.Completion
+	m  map[string]requestcontrol.Completion
 }
 
-func (o *observed) add(c extproc.Completion) {
+func (o *observed) add(c requestcontrol.Completion) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.m[c.RequestID] = c
+	o.m[c.ID] = c
 }
 
 // wait returns the picker's completion for a request id; the picker records it when the
 // response's end passes through, which can be just after the client has read it.
-func (o *observed) wait(t *testing.T, id string) extproc.Completion {
+func (o *observed) wait(t *testing.T, id string) requestcontrol.Completion {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -42,12 +42,12 @@ func (o *observed) wait(t *testing.T, id string) extproc.Completion {
 		time.Sleep(2 * time.Millisecond)
 	}
 	t.Fatalf("the picker never completed request %s", id)
-	return extproc.Completion{}
+	return requestcontrol.Completion{}
 }
 
 func startStack(t *testing.T, cfg Config) (*Stack, *observed) {
 	t.Helper()
-	obs := &observed{m: map[string]extproc.Completion{}}
+	obs := &observed{m: map[string]requestcontrol.Completion{}}
 	cfg.Observe = obs.add
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -116,7 +116,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("request %d: usage %d prompt / %d completion", i, r.PromptTokens, r.CompletionTokens)
 			}
 			c := obs.wait(t, id)
-			t.Logf("request %d: TTFT picker %v client %v; TPOT picker %v client %v; decision %v", i, c.TTFT, r.TTFT, c.TPOT, r.TPOT, c.DecisionLatency)
+			t.Logf("request %d: TTFT picker %v client %v; TPOT picker %v client %v; decision %v", i, c.TTFT, r.TTFT, c.TPOT, r.TPOT, c.DecisionLatency())
 			if c.Target.Name != r.Replica || r.Replica == "" {
 				t.Errorf("request %d: picker routed to %q, replica %q answered", i, c.Target.Name, r.Replica)
 			}
@@ -126,7 +126,7 @@ func TestEndToEnd(t *testing.T) {
 			if c.TPOT <= 0 || !within(c.TPOT, r.TPOT) {
 				t.Errorf("request %d: picker TPOT %v, client TPOT %v", i, c.TPOT, r.TPOT)
 			}
-			if c.SLO.TTFT != 800*time.Millisecond || c.SLO.TPOT != 60*time.Millisecond || c.Outcome != extproc.OutcomeOK || c.OutputTokens != 24 {
+			if c.SLO.TTFT != 800*time.Millisecond || c.SLO.TPOT != 60*time.Millisecond || c.Outcome != requestcontrol.OutcomeOK || c.OutputTokens != 24 {
 				t.Errorf("request %d: completion %+v", i, c)
 			}
 			served[r.Replica]++
@@ -223,7 +223,7 @@ func TestClientDisconnectReleasesInFlight(t *testing.T) {
 	cancel()
 	stream.Close()
 	c := obs.wait(t, "e2e-cancel")
-	if c.Outcome != extproc.OutcomeCancelled || c.OutputTokens < 3 {
+	if c.Outcome != requestcontrol.OutcomeCancelled || c.OutputTokens < 3 {
 		t.Errorf("completion %+v, want cancelled after >= 3 tokens", c)
 	}
 	if l := replica.Load(); l.Requests != 0 || l.DecodeRequests != 0 || l.PrefillTokens != 0 {

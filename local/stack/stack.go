@@ -12,10 +12,10 @@ import (
 
 	"k8s.io/utils/clock"
 
-	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/local/gateway"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/windtunnel/sim"
 )
 
@@ -30,7 +30,7 @@ type Config struct {
 	// Picker is the picker's configuration; its endpoints are filled in with the replicas.
 	Picker picker.Config
 	// Observe receives the picker's completions.
-	Observe func(extproc.Completion)
+	Observe func(requestcontrol.Completion)
 	Log     *slog.Logger
 }
 
@@ -108,7 +108,11 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 
 	pcfg := cfg.Picker
 	pcfg.Endpoints, pcfg.EndpointsFile = eps, ""
-	p, err := picker.New(pcfg, picker.Options{Log: cfg.Log, Observe: cfg.Observe})
+	var observers []requestcontrol.Observer
+	if cfg.Observe != nil {
+		observers = append(observers, requestcontrol.ObserverFunc(cfg.Observe))
+	}
+	p, err := picker.New(pcfg, picker.Options{Log: cfg.Log, Observers: observers})
 	if err != nil {
 		return fail(err)
 	}

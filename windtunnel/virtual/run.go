@@ -7,8 +7,9 @@ import (
 	"time"
 
 	"github.com/augur-llm/augur/pool"
-	"github.com/augur-llm/augur/windtunnel/report"
+	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )
@@ -32,6 +33,9 @@ type Config struct {
 	Seed uint64
 	// Progress, when set, is called about once per simulated second.
 	Progress func(p Progress)
+	// Observers receive every dispatched request's completion, stamped with virtual time,
+	// exactly as the picker's observers do in production (the recorder, for one).
+	Observers []requestcontrol.Observer
 }
 
 // Progress is how far a run has got.
@@ -63,7 +67,7 @@ type record struct {
 	arrived  time.Time
 	first    time.Time
 	last     time.Time
-	lease    *pool.Lease
+	flight   *requestcontrol.Flight
 	replica  int
 	cached   int
 	out      int
@@ -81,7 +85,7 @@ type run struct {
 	cfg      Config
 	clk      *vclock
 	pool     *pool.Pool
-	sched    *scheduler.Scheduler
+	director *requestcontrol.Director
 	replicas []*sim.Replica
 	stepping []bool
 	byAddr   map[*pool.Replica]int
@@ -124,13 +128,15 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		r.byAddr[rep] = i
 	}
 	r.stepping = make([]bool, len(r.replicas))
-	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.BuildOptions{Seed: cfg.Seed, Pool: r.pool})
+	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.Handle{Seed: cfg.Seed, Pool: r.pool, Clock: r.clk}, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
-	if r.sched, err = scheduler.New(r.pool, prof, 0); err != nil {
+	sched, err := scheduler.New(r.pool, prof, 0)
+	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
+	r.director = requestcontrol.New(requestcontrol.Config{Pool: r.pool, Scheduler: sched, Clock: r.clk, Observers: cfg.Observers})
 	r.emitFn = r.onToken
 
 	// Every replica is scraped once before traffic starts, then on its own phase.
@@ -193,22 +199,27 @@ func (r *run) arrive(ctx context.Context) {
 		SLO: scheduler.SLO{TTFT: w.SLOTTFT, TPOT: w.SLOTPOT}, Objective: w.Objective, FairnessID: w.FairnessID, SessionID: w.SessionID,
 	}
 	rec.prompt = req.PromptTokens
-	res, err := r.sched.Schedule(ctx, &req, nil)
-	if err != nil {
-		rec.status, rec.finished = 503, true
-		r.done++
-		return
-	}
-	i := r.byAddr[res.Targets[0].Replica]
-	if err := r.replicas[i].Submit(now, tag, sim.Request{Prompt: sim.TextPrompt(prompt), MaxTokens: w.MaxTokens}); err != nil {
-		rec.status, rec.finished = 400, true
-		r.done++
-		return
-	}
-	rec.replica = i
-	rec.lease = res.Targets[0].Replica.Dispatch(req.PromptTokens, req.MaxTokens)
-	r.open++
-	r.startStep(i)
+	r.director.Start(ctx, req, nil, now, func(f *requestcontrol.Flight, err error) {
+		if err != nil {
+			rec.status, rec.finished = 503, true
+			if rej, ok := scheduler.RejectionOf(err); ok {
+				rec.status = rej.Status
+			}
+			r.done++
+			return
+		}
+		i := r.byAddr[f.Targets()[0].Replica]
+		f.Sent(now)
+		if err := r.replicas[i].Submit(now, tag, sim.Request{Prompt: sim.TextPrompt(prompt), MaxTokens: w.MaxTokens}); err != nil {
+			f.End(now, requestcontrol.End{Outcome: requestcontrol.OutcomeUpstreamError, Status: 400})
+			rec.status, rec.finished = 400, true
+			r.done++
+			return
+		}
+		rec.replica, rec.flight = i, f
+		r.open++
+		r.startStep(i)
+	})
 }
 
 // startStep starts replica i's next step if it is idle and has work.
@@ -232,13 +243,14 @@ func (r *run) onToken(t sim.Token) {
 		rec.cached = t.CachedTokens
 		if rec.stream {
 			// The picker sees a first token only in a streamed response, as in production.
-			rec.lease.FirstToken()
+			rec.flight.FirstToken(now)
 		}
 	}
 	rec.last, rec.out = now, t.Generated
 	if t.Done {
-		rec.lease.Release()
-		rec.lease = nil
+		rec.flight.End(now, requestcontrol.End{Outcome: requestcontrol.OutcomeOK, Status: 200, LastToken: now, OutputTokens: t.Generated,
+			Usage: requestcontrol.Usage{PromptTokens: rec.prompt, CompletionTokens: t.Generated, CachedTokens: rec.cached}, HasUsage: true})
+		rec.flight = nil
 		rec.status, rec.finished = 200, true
 		r.open--
 		r.done++
@@ -271,9 +283,7 @@ func (r *run) result() Result {
 			o.End = rec.last.Sub(epoch)
 			o.E2E = rec.last.Sub(rec.arrived)
 			o.TTFT = rec.first.Sub(rec.arrived)
-			if rec.out > 1 {
-				o.TPOT = rec.last.Sub(rec.first) / time.Duration(rec.out-1)
-			}
+			o.TPOT = requestcontrol.TPOT(rec.first, rec.last, rec.out)
 			if rec.last.After(last) {
 				last = rec.last
 			}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )
