@@ -67,6 +67,8 @@ type options struct {
 	jsonPath   string
 	byStage    bool
 	noProgress bool
+	recordDB   string
+	recordFile string
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -90,6 +92,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.jsonPath, "json", "", "also write the report as JSON to this file (- for stdout)")
 	fs.BoolVar(&o.byStage, "by-stage", false, "report every ladder stage as well")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar")
+	fs.StringVar(&o.recordDB, "record-db", "", `virtual: record every request's sample to this Postgres URL, as the picker does ("local": start one under .cache/bench-postgres)`)
+	fs.StringVar(&o.recordFile, "record-file", "", "virtual: write every request's sample to this CSV file, in the request_samples schema")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -98,6 +102,12 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.localStack && (o.gateway != "" || o.pool != "") {
 		return o, fmt.Errorf("--local-stack starts its own gateway and a uniform pool: drop --gateway and --pool")
+	}
+	if (o.recordDB != "" || o.recordFile != "") && (o.localStack || o.gateway != "") {
+		return o, fmt.Errorf("--record-db and --record-file record virtual runs; over HTTP the picker records (its databaseURL)")
+	}
+	if o.recordDB != "" && o.recordFile != "" {
+		return o, fmt.Errorf("set --record-db or --record-file, not both")
 	}
 	if _, ok := scheduler.BuiltinProfiles()[o.policy]; !ok && o.gateway == "" {
 		return o, fmt.Errorf("--policy %q: unknown (known: %s)", o.policy, strings.Join(policyNames(), ", "))
@@ -172,6 +182,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var outcomes []report.Outcome
 	var target string
 	var replicaNames []string
+	var recorded string
 	switch {
 	case o.localStack:
 		prof := scheduler.BuiltinProfiles()[o.policy]
@@ -200,10 +211,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for _, sp := range specs {
 			replicaNames = append(replicaNames, sp.Name)
 		}
+		rec, err2 := openSink(ctx, o)
+		if err2 != nil {
+			return err2
+		}
+		vc := virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed,
+			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}
+		if rec != nil {
+			vc.Observers = append(vc.Observers, rec.observer)
+		}
 		var res virtual.Result
-		res, err = virtual.Run(ctx, virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed,
-			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}, g.Next)
+		res, err = virtual.Run(ctx, vc, g.Next)
 		outcomes = res.Outcomes
+		if rec != nil {
+			recStart := time.Now()
+			n, ferr := rec.finish(ctx)
+			if err == nil {
+				err = ferr
+			}
+			recorded = fmt.Sprintf("samples: %d written to %s (%s after the run)\n", n, rec.where, time.Since(recStart).Round(time.Millisecond))
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(stderr)
@@ -225,6 +252,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := rep.WriteText(stdout); err != nil {
 		return err
 	}
+	fmt.Fprint(stdout, recorded)
 	if o.jsonPath == "" {
 		return nil
 	}
