@@ -233,14 +233,27 @@ func (x *exchange) applyPickerMutation(h *headerList, common *extprocv3.CommonRe
 			"phase", phase, "headers", names)
 	}
 	ignored, err := applyMutation(h, common.GetHeaderMutation(), mutationRules{})
-	if len(ignored) > 0 {
-		x.log.Warn("ignoring header mutations Envoy forbids by default", "phase", phase, "headers", ignored)
-	}
+	x.logIgnored(ignored, phase)
 	if err != nil {
 		x.fail(fmt.Errorf("%w: %s: %w", errPickerProtocol, phase, err))
 		return false
 	}
 	return true
+}
+
+// logIgnored reports the mutations Envoy's default rules made the gateway
+// ignore. Pseudo-headers are only logged at debug level: pickers commonly echo
+// the request's pseudo-headers back in their mutation, Envoy drops those
+// silently, and a warning per request would drown the log. Anything else
+// (host, x-envoy-*) is a deliberate change that did not happen, so it warns.
+func (x *exchange) logIgnored(ignored []string, phase string) {
+	pseudo, other := splitPseudo(ignored)
+	if len(pseudo) > 0 {
+		x.log.Debug("ignoring pseudo-header mutations, as Envoy does by default", "phase", phase, "headers", pseudo)
+	}
+	if len(other) > 0 {
+		x.log.Warn("ignoring header mutations Envoy forbids by default", "phase", phase, "headers", other)
+	}
 }
 
 // checkMetadata compares the destination header with the dynamic metadata;
@@ -418,9 +431,7 @@ func (x *exchange) respond(src responseSource) {
 			t := x.respTrailers
 			x.trailerMu.Unlock()
 			ignored, err := applyMutation(&t, resp.GetResponseTrailers().GetHeaderMutation(), mutationRules{})
-			if len(ignored) > 0 {
-				x.log.Warn("ignoring trailer mutations Envoy forbids by default", "trailers", ignored)
-			}
+			x.logIgnored(ignored, "response trailers")
 			if err != nil {
 				x.fail(fmt.Errorf("%w: response trailers: %w", errPickerProtocol, err))
 				return

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,6 +238,60 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// logRecorder is a slog.Handler that keeps every record, so tests can assert
+// on levels and wait for a record to appear instead of sleeping. Attributes
+// added with With are dropped; tests match on level and message.
+type logRecorder struct {
+	mu      sync.Mutex
+	recs    []slog.Record
+	waiters []logWaiter
+}
+
+type logWaiter struct {
+	msg string
+	ch  chan struct{}
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs = append(l.recs, r.Clone())
+	l.waiters = slices.DeleteFunc(l.waiters, func(w logWaiter) bool {
+		if strings.Contains(r.Message, w.msg) {
+			close(w.ch)
+			return true
+		}
+		return false
+	})
+	return nil
+}
+
+func (l *logRecorder) records() []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.recs)
+}
+
+// logged returns a channel closed once a record whose message contains msg
+// has been handled.
+func (l *logRecorder) logged(msg string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch := make(chan struct{})
+	for _, r := range l.recs {
+		if strings.Contains(r.Message, msg) {
+			close(ch)
+			return ch
+		}
+	}
+	l.waiters = append(l.waiters, logWaiter{msg: msg, ch: ch})
+	return ch
 }
 
 func startGateway(t *testing.T, cfg gateway.Config) (*httptest.Server, *syncBuffer) {
@@ -911,6 +966,43 @@ func TestKeepAliveAfterImmediateResponse(t *testing.T) {
 		}
 		if resp.StatusCode != want || string(got) != wantBody {
 			t.Fatalf("request %d: got %d %q, want %d %q", i, resp.StatusCode, got, want, wantBody)
+		}
+	}
+}
+
+func TestEchoedPseudoHeadersIgnoredWithoutWarning(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newFakePicker(func(h map[string]string, _ []byte) decision {
+		// Pickers built on Envoy's header map often send the pseudo-headers
+		// they received straight back.
+		set := map[string]string{}
+		for _, k := range []string{":method", ":path", ":scheme"} {
+			set[k] = h[k]
+		}
+		// A changed :authority is still refused, as by Envoy, just quietly.
+		set[":authority"] = "elsewhere.example"
+		return decision{dest: up.addr, set: set, remove: []string{":path"}}
+	})
+	p.respSet = map[string]string{":status": "200"}
+	rec := &logRecorder{}
+	gw, _ := startGateway(t, gateway.Config{Picker: startPicker(t, p), Logger: slog.New(rec)})
+
+	resp, err := client().Post(gw.URL+"/v1/completions", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d", resp.StatusCode)
+	}
+	r, _ := up.request()
+	if want := strings.TrimPrefix(gw.URL, "http://"); r.Host != want || r.URL.Path != "/v1/completions" {
+		t.Errorf("upstream got host %q path %q, want %q /v1/completions", r.Host, r.URL.Path, want)
+	}
+	for _, r := range rec.records() {
+		if r.Level >= slog.LevelWarn {
+			t.Errorf("logged %s %q for echoed pseudo-headers", r.Level, r.Message)
 		}
 	}
 }
