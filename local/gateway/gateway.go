@@ -28,6 +28,8 @@ type Gateway struct {
 	conn      *grpc.ClientConn
 	client    extprocv3.ExternalProcessorClient
 	transport *http.Transport
+	// drainGrace is a field so tests can lengthen it; see the constant.
+	drainGrace time.Duration
 }
 
 // New validates cfg, fills in defaults and prepares the picker connection.
@@ -84,11 +86,12 @@ func New(cfg Config) (*Gateway, error) {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 	}
 	return &Gateway{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		conn:      conn,
-		client:    extprocv3.NewExternalProcessorClient(conn),
-		transport: transport,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		conn:       conn,
+		client:     extprocv3.NewExternalProcessorClient(conn),
+		transport:  transport,
+		drainGrace: drainGrace,
 	}, nil
 }
 

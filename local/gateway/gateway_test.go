@@ -54,6 +54,8 @@ type fakePicker struct {
 	decide      func(headers map[string]string, body []byte) decision
 	respSet     map[string]string            // response headers to set
 	rejectEarly *extprocv3.ImmediateResponse // sent on the first body chunk, before end_of_stream
+	responseEOS chan struct{}                // when set, closed once the response end of stream arrived
+	holdEOS     chan struct{}                // when set, the answer to the response end of stream waits for it
 
 	firstChunk chan struct{}
 	streamEnds chan error // one entry per stream that ended, nil for a clean end
@@ -61,6 +63,7 @@ type fakePicker struct {
 	mu       sync.Mutex
 	received []*extprocv3.ProcessingRequest
 	once     sync.Once
+	eosOnce  sync.Once
 }
 
 func newFakePicker(decide func(map[string]string, []byte) decision) *fakePicker {
@@ -129,6 +132,18 @@ func (p *fakePicker) Process(srv extprocv3.ExternalProcessor_ProcessServer) erro
 				}},
 			}})
 		case *extprocv3.ProcessingRequest_ResponseBody:
+			if v.ResponseBody.GetEndOfStream() && p.responseEOS != nil {
+				p.eosOnce.Do(func() { close(p.responseEOS) })
+				if p.holdEOS != nil {
+					select {
+					case <-p.holdEOS:
+					case <-srv.Context().Done():
+						err := status.FromContextError(srv.Context().Err()).Err()
+						p.streamEnds <- err
+						return err
+					}
+				}
+			}
 			err = srv.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 				ResponseBody: streamed(v.ResponseBody.GetBody(), v.ResponseBody.GetEndOfStream()),
 			}})
@@ -1004,5 +1019,119 @@ func TestEchoedPseudoHeadersIgnoredWithoutWarning(t *testing.T) {
 		if r.Level >= slog.LevelWarn {
 			t.Errorf("logged %s %q for echoed pseudo-headers", r.Level, r.Message)
 		}
+	}
+}
+
+// TestResponseEndReachesPickerWhenClientHangsUp covers a client that closes
+// its connection as soon as it has read data: [DONE]. The picker must still
+// get the response's end of stream, which is how it learns the request is
+// done, and the gateway must wait for its answer and close the stream
+// cleanly, whether the upstream's end arrived just before the client left or
+// just after.
+func TestResponseEndReachesPickerWhenClientHangsUp(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		upstreamEndsFirst bool
+	}{
+		{"upstream ended before the client left", true},
+		{"upstream ends after the client left", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var releaseOnce sync.Once
+			endUpstream := func() { releaseOnce.Do(func() { close(release) }) }
+			up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, "data: {\"n\":1}\n\ndata: [DONE]\n\n")
+				w.(http.Flusher).Flush()
+				// The end of the chunked response follows only on release.
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			p := newFakePicker(routeTo(up.addr))
+			p.responseEOS = make(chan struct{})
+			hold := make(chan struct{})
+			if tc.upstreamEndsFirst {
+				p.holdEOS = hold
+			}
+			rec := &logRecorder{}
+			gw, err := gateway.New(gateway.Config{Picker: startPicker(t, p), Logger: slog.New(rec)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Long enough that only the events below decide the outcome.
+			gateway.SetDrainGrace(gw, time.Minute)
+			srv := httptest.NewServer(gw)
+			t.Cleanup(func() {
+				srv.Close()
+				_ = gw.Close()
+			})
+			t.Cleanup(endUpstream) // runs first, so a failed test cannot park the upstream
+
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			body := `{"stream":true}`
+			_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"+
+				"Content-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd := bufio.NewReader(resp.Body)
+			if ev := readEvent(t, rd); ev != "data: {\"n\":1}" {
+				t.Fatalf("first event = %q", ev)
+			}
+			if ev := readEvent(t, rd); ev != "data: [DONE]" {
+				t.Fatalf("last event = %q", ev)
+			}
+
+			if tc.upstreamEndsFirst {
+				endUpstream()
+				select {
+				case <-p.responseEOS:
+				case err := <-p.streamEnds:
+					t.Fatalf("picker stream ended (%v) before the response end of stream", err)
+				case <-time.After(10 * time.Second):
+					t.Fatal("picker never got the response end of stream")
+				}
+			}
+			conn.Close()
+			select {
+			case <-rec.logged("client went away during the response"):
+			case err := <-p.streamEnds:
+				t.Fatalf("client hang-up ended the picker stream (%v) before the response end of stream was answered", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("gateway did not notice the client leaving")
+			}
+			if tc.upstreamEndsFirst {
+				close(hold)
+			} else {
+				endUpstream()
+				select {
+				case <-p.responseEOS:
+				case err := <-p.streamEnds:
+					t.Fatalf("picker stream ended (%v) without the response end of stream", err)
+				case <-time.After(10 * time.Second):
+					t.Fatal("picker never got the response end of stream")
+				}
+			}
+			select {
+			case err := <-p.streamEnds:
+				if err != nil {
+					t.Errorf("picker stream ended with %v, want a clean half-close after its answer", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("picker stream did not end")
+			}
+		})
 	}
 }
