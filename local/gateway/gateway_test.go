@@ -224,13 +224,13 @@ func streamed(b []byte, eos bool) *extprocv3.BodyResponse {
 	}}
 }
 
-func startPicker(t *testing.T, p *fakePicker) string {
+func startPicker(t *testing.T, p *fakePicker, opts ...grpc.ServerOption) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	extprocv3.RegisterExternalProcessorServer(srv, p)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
