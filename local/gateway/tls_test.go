@@ -143,10 +143,12 @@ func TestPickerOverTLS(t *testing.T) {
 			wantError:  "elsewhere.test",
 		},
 		{
-			name:       "no client certificate",
+			name: "no client certificate",
+			// In TLS 1.3 the server refuses the missing certificate only
+			// after the client's handshake is done, so what the gateway
+			// reports (the alert, a reset, a broken pipe) depends on timing.
 			tls:        gateway.PickerTLS{CAFile: ca.file, ServerName: "picker.test"},
 			wantStatus: http.StatusServiceUnavailable,
-			wantError:  "certificate required",
 		},
 		{
 			name: "insecure skip verify",
