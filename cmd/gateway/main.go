@@ -6,6 +6,7 @@
 // Usage:
 //
 //	gateway --listen 127.0.0.1:8080 --picker 127.0.0.1:9002
+//	gateway --picker epp.example:9002 --picker-ca ca.pem --picker-cert gw.pem --picker-key gw-key.pem
 //
 // SIGINT or SIGTERM stops accepting connections and lets in-flight requests
 // finish for up to --shutdown-timeout.
@@ -46,6 +47,15 @@ func run(args []string) error {
 		"timeout for reading a client's request headers (negative disables)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", gateway.DefaultShutdownTimeout,
 		"grace period for in-flight requests on SIGINT/SIGTERM")
+	tlsOn := fs.Bool("picker-tls", false,
+		"connect to the picker over TLS, verified against the system roots unless --picker-ca is given")
+	tlsCA := fs.String("picker-ca", "", "PEM file of the CAs trusted to sign the picker's certificate (implies --picker-tls)")
+	tlsCert := fs.String("picker-cert", "", "PEM client certificate for mutual TLS with the picker, with --picker-key (implies --picker-tls)")
+	tlsKey := fs.String("picker-key", "", "PEM private key of --picker-cert (implies --picker-tls)")
+	tlsServerName := fs.String("picker-server-name", "",
+		"name the picker's certificate must carry, also sent as SNI (default: the host of --picker; implies --picker-tls)")
+	tlsInsecure := fs.Bool("picker-insecure-skip-verify", false,
+		"accept any picker certificate, for local testing only (implies --picker-tls)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
 	if err := fs.Parse(args); err != nil {
@@ -73,6 +83,7 @@ func run(args []string) error {
 	gw, err := gateway.New(gateway.Config{
 		Listen:                *listen,
 		Picker:                *picker,
+		PickerTLS:             pickerTLS(*tlsOn, *tlsCA, *tlsCert, *tlsKey, *tlsServerName, *tlsInsecure),
 		MessageTimeout:        *messageTimeout,
 		ConnectTimeout:        *connectTimeout,
 		ResponseHeaderTimeout: *responseHeaderTimeout,
@@ -97,4 +108,21 @@ func run(args []string) error {
 	}
 	log.Info("gateway stopped")
 	return nil
+}
+
+// pickerTLS returns the TLS settings the flags ask for, or nil for a
+// plaintext picker connection. Any TLS flag turns TLS on: a CA file that was
+// given but silently unused would leave an operator believing the picker is
+// authenticated.
+func pickerTLS(on bool, ca, cert, key, serverName string, insecureSkipVerify bool) *gateway.PickerTLS {
+	if !on && ca == "" && cert == "" && key == "" && serverName == "" && !insecureSkipVerify {
+		return nil
+	}
+	return &gateway.PickerTLS{
+		CAFile:             ca,
+		CertFile:           cert,
+		KeyFile:            key,
+		ServerName:         serverName,
+		InsecureSkipVerify: insecureSkipVerify,
+	}
 }

@@ -52,8 +52,12 @@ type Config struct {
 	// Listen is the address ListenAndServe binds, e.g. "127.0.0.1:8080".
 	Listen string
 	// Picker is the gRPC address of the endpoint picker's ext_proc service,
-	// e.g. "127.0.0.1:9002". Required. The connection is plaintext HTTP/2.
+	// e.g. "127.0.0.1:9002". Required. The connection is plaintext HTTP/2
+	// unless PickerTLS is set.
 	Picker string
+	// PickerTLS, when set, makes the picker connection TLS (optionally
+	// mutual), as Envoy can reach an ext_proc service over TLS.
+	PickerTLS *PickerTLS
 
 	// MessageTimeout bounds how long the gateway waits for the picker while it
 	// is owed an answer that completes a phase: the answer to the request

@@ -40,6 +40,13 @@ const (
 	// the stream after the gateway half-closed it, so the picker sees a clean
 	// end of stream rather than a cancellation.
 	closeGrace = 2 * time.Second
+	// drainGrace is how long the upstream may still take to end its response
+	// after the client went away in the middle of it. The picker counts a
+	// completion only by the response's end of stream, which usually follows
+	// the last bytes within milliseconds, and a client typically hangs up as
+	// soon as it has read them; a response still being generated after the
+	// grace is cut, as Envoy resets the upstream of a vanished downstream.
+	drainGrace = 2 * time.Second
 	// eventBuffer decouples reading the gRPC stream from writing to a slow
 	// client; beyond it, gRPC flow control pushes back on the picker.
 	eventBuffer = 32
@@ -66,7 +73,18 @@ type exchange struct {
 
 	ctx             context.Context
 	cancel          context.CancelCauseFunc
-	stopClientWatch func()
+	stopClientWatch func() bool
+
+	// phaseMu orders the client's departure against the start of the
+	// response phase and the end of the exchange (see clientGone).
+	phaseMu      sync.Mutex
+	responding   bool
+	clientLeft   bool
+	watchStopped bool
+	drainTimer   *time.Timer
+	// respEnded is set once the whole upstream response has been read, so
+	// its end of stream is owed to the picker whatever the client does.
+	respEnded atomic.Bool
 
 	stream     extprocv3.ExternalProcessor_ProcessClient
 	sendMu     sync.Mutex
@@ -98,23 +116,23 @@ type exchange struct {
 
 func (g *Gateway) newExchange(w http.ResponseWriter, r *http.Request) *exchange {
 	// The stream and the upstream request outlive r.Context() by design
-	// (see finish); a client that goes away still cancels both.
+	// (see finish and clientGone); a client that goes away still cancels
+	// both, at once or after the response has had its chance to end.
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
-	stopClientWatch := context.AfterFunc(r.Context(), func() { cancel(context.Cause(r.Context())) })
 	x := &exchange{
-		g:               g,
-		w:               w,
-		r:               r,
-		rc:              http.NewResponseController(w),
-		log:             g.log,
-		ctx:             ctx,
-		cancel:          cancel,
-		stopClientWatch: func() { stopClientWatch() },
-		events:          make(chan pickerEvent, eventBuffer),
-		hasReqBody:      r.Body != nil && r.Body != http.NoBody,
-		upBody:          newStreamBuffer(),
+		g:          g,
+		w:          w,
+		r:          r,
+		rc:         http.NewResponseController(w),
+		log:        g.log,
+		ctx:        ctx,
+		cancel:     cancel,
+		events:     make(chan pickerEvent, eventBuffer),
+		hasReqBody: r.Body != nil && r.Body != http.NoBody,
+		upBody:     newStreamBuffer(),
 	}
 	x.wd = newWatchdog(g.cfg.MessageTimeout, func() { cancel(errPickerTimeout) })
+	x.stopClientWatch = context.AfterFunc(r.Context(), func() { x.clientGone(context.Cause(r.Context())) })
 	return x
 }
 
@@ -202,6 +220,38 @@ func (x *exchange) run() {
 	x.respond(upstreamResponse(upResp, served))
 }
 
+// clientGone reacts to the client going away. Before the response phase
+// nothing is owed to anyone, so the exchange is cancelled at once. Once the
+// response phase has begun, the picker is owed the response's end of stream:
+// Envoy hands the upstream's end to the ext_proc filter as it arrives,
+// whatever the downstream does, and a picker accounts for a finished request
+// only by it. So the upstream gets drainGrace to end (not at all if it
+// already has); its end then goes to the picker, whose answer is awaited
+// under the message timeout as always, and the stream is closed cleanly.
+func (x *exchange) clientGone(cause error) {
+	x.phaseMu.Lock()
+	defer x.phaseMu.Unlock()
+	if x.clientLeft || x.watchStopped {
+		return
+	}
+	x.clientLeft = true
+	if !x.responding {
+		x.cancel(cause)
+		return
+	}
+	ended := x.respEnded.Load()
+	x.log.Debug("client went away during the response; finishing the exchange with the picker",
+		"upstream_ended", ended, "grace", x.g.drainGrace, "cause", cause)
+	if ended {
+		return
+	}
+	x.drainTimer = time.AfterFunc(x.g.drainGrace, func() {
+		if !x.respEnded.Load() {
+			x.cancel(cause)
+		}
+	})
+}
+
 // pickerEnded handles an ImmediateResponse or stream failure that arrived
 // while the upstream request was in flight and caused it to fail.
 func (x *exchange) pickerEnded() bool {
@@ -233,14 +283,27 @@ func (x *exchange) applyPickerMutation(h *headerList, common *extprocv3.CommonRe
 			"phase", phase, "headers", names)
 	}
 	ignored, err := applyMutation(h, common.GetHeaderMutation(), mutationRules{})
-	if len(ignored) > 0 {
-		x.log.Warn("ignoring header mutations Envoy forbids by default", "phase", phase, "headers", ignored)
-	}
+	x.logIgnored(ignored, phase)
 	if err != nil {
 		x.fail(fmt.Errorf("%w: %s: %w", errPickerProtocol, phase, err))
 		return false
 	}
 	return true
+}
+
+// logIgnored reports the mutations Envoy's default rules made the gateway
+// ignore. Pseudo-headers are only logged at debug level: pickers commonly echo
+// the request's pseudo-headers back in their mutation, Envoy drops those
+// silently, and a warning per request would drown the log. Anything else
+// (host, x-envoy-*) is a deliberate change that did not happen, so it warns.
+func (x *exchange) logIgnored(ignored []string, phase string) {
+	pseudo, other := splitPseudo(ignored)
+	if len(pseudo) > 0 {
+		x.log.Debug("ignoring pseudo-header mutations, as Envoy does by default", "phase", phase, "headers", pseudo)
+	}
+	if len(other) > 0 {
+		x.log.Warn("ignoring header mutations Envoy forbids by default", "phase", phase, "headers", other)
+	}
 }
 
 // checkMetadata compares the destination header with the dynamic metadata;
@@ -362,6 +425,11 @@ func (x *exchange) respond(src responseSource) {
 	}
 	h := responseHeaders(src.status, src.header, src.contentLength)
 	hasBody := src.body != nil
+	x.phaseMu.Lock()
+	x.responding = true
+	// Without a body the response headers carry the end of stream.
+	x.respEnded.Store(!hasBody)
+	x.phaseMu.Unlock()
 	x.wd.expect()
 	err := x.send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HttpHeaders{Headers: h.proto(), EndOfStream: !hasBody},
@@ -384,6 +452,9 @@ func (x *exchange) respond(src responseSource) {
 		return
 	}
 	warnedNoStream := false
+	// Once the client is gone the picker's chunks are only consumed, so the
+	// exchange can still reach the response's end of stream (see clientGone).
+	discard := false
 	for {
 		resp, err := x.next()
 		if err != nil {
@@ -400,12 +471,13 @@ func (x *exchange) respond(src responseSource) {
 				}
 				continue
 			}
-			if len(sr.GetBody()) > 0 {
+			discard = discard || x.r.Context().Err() != nil
+			if len(sr.GetBody()) > 0 && !discard {
 				if _, err := x.w.Write(sr.GetBody()); err != nil {
 					x.log.Debug("writing to the client failed", "error", err)
-					return
-				}
-				if err := x.rc.Flush(); err != nil {
+					discard = true
+					x.clientGone(fmt.Errorf("writing to the client: %w", err))
+				} else if err := x.rc.Flush(); err != nil {
 					x.log.Debug("flushing to the client failed", "error", err)
 				}
 			}
@@ -418,9 +490,7 @@ func (x *exchange) respond(src responseSource) {
 			t := x.respTrailers
 			x.trailerMu.Unlock()
 			ignored, err := applyMutation(&t, resp.GetResponseTrailers().GetHeaderMutation(), mutationRules{})
-			if len(ignored) > 0 {
-				x.log.Warn("ignoring trailer mutations Envoy forbids by default", "trailers", ignored)
-			}
+			x.logIgnored(ignored, "response trailers")
 			if err != nil {
 				x.fail(fmt.Errorf("%w: response trailers: %w", errPickerProtocol, err))
 				return
@@ -781,6 +851,7 @@ func (x *exchange) pumpResponse(src responseSource) {
 				return
 			}
 		case errors.Is(err, io.EOF):
+			x.respEnded.Store(true)
 			trailers := trailerList(src.trailer)
 			if len(trailers) == 0 {
 				x.wd.expect()
@@ -833,6 +904,12 @@ func (x *exchange) finish() {
 	x.finished = true
 	// From here on the handler returning is not the client going away.
 	x.stopClientWatch()
+	x.phaseMu.Lock()
+	x.watchStopped = true
+	if x.drainTimer != nil {
+		x.drainTimer.Stop()
+	}
+	x.phaseMu.Unlock()
 	graceful := x.stream != nil && x.completed
 	if graceful {
 		x.closeSend()

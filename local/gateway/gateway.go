@@ -15,6 +15,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -28,6 +29,8 @@ type Gateway struct {
 	conn      *grpc.ClientConn
 	client    extprocv3.ExternalProcessorClient
 	transport *http.Transport
+	// drainGrace is a field so tests can lengthen it; see the constant.
+	drainGrace time.Duration
 }
 
 // New validates cfg, fills in defaults and prepares the picker connection.
@@ -43,8 +46,19 @@ func New(cfg Config) (*Gateway, error) {
 		// A picker may replay a rewritten body as one message.
 		recvLimit = int(cfg.MaxRequestBodyBytes + 1<<20)
 	}
+	creds := insecure.NewCredentials()
+	if cfg.PickerTLS != nil {
+		tc, err := cfg.PickerTLS.clientConfig()
+		if err != nil {
+			return nil, err
+		}
+		if tc.InsecureSkipVerify {
+			cfg.Logger.Warn("the picker's TLS certificate is not verified (insecure skip verify)", "picker", cfg.Picker)
+		}
+		creds = credentials.NewTLS(tc)
+	}
 	conn, err := grpc.NewClient(cfg.Picker,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(recvLimit)),
 		// gRPC's default reconnect backoff grows to two minutes; a local
 		// picker that restarts should be picked up again within seconds.
@@ -84,11 +98,12 @@ func New(cfg Config) (*Gateway, error) {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 	}
 	return &Gateway{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		conn:      conn,
-		client:    extprocv3.NewExternalProcessorClient(conn),
-		transport: transport,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		conn:       conn,
+		client:     extprocv3.NewExternalProcessorClient(conn),
+		transport:  transport,
+		drainGrace: drainGrace,
 	}, nil
 }
 
@@ -137,7 +152,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	g.log.Info("gateway listening", "addr", ln.Addr().String(), "picker", g.cfg.Picker)
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "picker", g.cfg.Picker, "picker_tls", g.cfg.PickerTLS != nil)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

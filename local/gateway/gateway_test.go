@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,8 @@ type fakePicker struct {
 	decide      func(headers map[string]string, body []byte) decision
 	respSet     map[string]string            // response headers to set
 	rejectEarly *extprocv3.ImmediateResponse // sent on the first body chunk, before end_of_stream
+	responseEOS chan struct{}                // when set, closed once the response end of stream arrived
+	holdEOS     chan struct{}                // when set, the answer to the response end of stream waits for it
 
 	firstChunk chan struct{}
 	streamEnds chan error // one entry per stream that ended, nil for a clean end
@@ -60,6 +63,7 @@ type fakePicker struct {
 	mu       sync.Mutex
 	received []*extprocv3.ProcessingRequest
 	once     sync.Once
+	eosOnce  sync.Once
 }
 
 func newFakePicker(decide func(map[string]string, []byte) decision) *fakePicker {
@@ -128,6 +132,18 @@ func (p *fakePicker) Process(srv extprocv3.ExternalProcessor_ProcessServer) erro
 				}},
 			}})
 		case *extprocv3.ProcessingRequest_ResponseBody:
+			if v.ResponseBody.GetEndOfStream() && p.responseEOS != nil {
+				p.eosOnce.Do(func() { close(p.responseEOS) })
+				if p.holdEOS != nil {
+					select {
+					case <-p.holdEOS:
+					case <-srv.Context().Done():
+						err := status.FromContextError(srv.Context().Err()).Err()
+						p.streamEnds <- err
+						return err
+					}
+				}
+			}
 			err = srv.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 				ResponseBody: streamed(v.ResponseBody.GetBody(), v.ResponseBody.GetEndOfStream()),
 			}})
@@ -208,13 +224,13 @@ func streamed(b []byte, eos bool) *extprocv3.BodyResponse {
 	}}
 }
 
-func startPicker(t *testing.T, p *fakePicker) string {
+func startPicker(t *testing.T, p *fakePicker, opts ...grpc.ServerOption) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	extprocv3.RegisterExternalProcessorServer(srv, p)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
@@ -237,6 +253,60 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// logRecorder is a slog.Handler that keeps every record, so tests can assert
+// on levels and wait for a record to appear instead of sleeping. Attributes
+// added with With are dropped; tests match on level and message.
+type logRecorder struct {
+	mu      sync.Mutex
+	recs    []slog.Record
+	waiters []logWaiter
+}
+
+type logWaiter struct {
+	msg string
+	ch  chan struct{}
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs = append(l.recs, r.Clone())
+	l.waiters = slices.DeleteFunc(l.waiters, func(w logWaiter) bool {
+		if strings.Contains(r.Message, w.msg) {
+			close(w.ch)
+			return true
+		}
+		return false
+	})
+	return nil
+}
+
+func (l *logRecorder) records() []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.recs)
+}
+
+// logged returns a channel closed once a record whose message contains msg
+// has been handled.
+func (l *logRecorder) logged(msg string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch := make(chan struct{})
+	for _, r := range l.recs {
+		if strings.Contains(r.Message, msg) {
+			close(ch)
+			return ch
+		}
+	}
+	l.waiters = append(l.waiters, logWaiter{msg: msg, ch: ch})
+	return ch
 }
 
 func startGateway(t *testing.T, cfg gateway.Config) (*httptest.Server, *syncBuffer) {
@@ -912,5 +982,156 @@ func TestKeepAliveAfterImmediateResponse(t *testing.T) {
 		if resp.StatusCode != want || string(got) != wantBody {
 			t.Fatalf("request %d: got %d %q, want %d %q", i, resp.StatusCode, got, want, wantBody)
 		}
+	}
+}
+
+func TestEchoedPseudoHeadersIgnoredWithoutWarning(t *testing.T) {
+	up := startUpstream(t, nil)
+	p := newFakePicker(func(h map[string]string, _ []byte) decision {
+		// Pickers built on Envoy's header map often send the pseudo-headers
+		// they received straight back.
+		set := map[string]string{}
+		for _, k := range []string{":method", ":path", ":scheme"} {
+			set[k] = h[k]
+		}
+		// A changed :authority is still refused, as by Envoy, just quietly.
+		set[":authority"] = "elsewhere.example"
+		return decision{dest: up.addr, set: set, remove: []string{":path"}}
+	})
+	p.respSet = map[string]string{":status": "200"}
+	rec := &logRecorder{}
+	gw, _ := startGateway(t, gateway.Config{Picker: startPicker(t, p), Logger: slog.New(rec)})
+
+	resp, err := client().Post(gw.URL+"/v1/completions", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d", resp.StatusCode)
+	}
+	r, _ := up.request()
+	if want := strings.TrimPrefix(gw.URL, "http://"); r.Host != want || r.URL.Path != "/v1/completions" {
+		t.Errorf("upstream got host %q path %q, want %q /v1/completions", r.Host, r.URL.Path, want)
+	}
+	for _, r := range rec.records() {
+		if r.Level >= slog.LevelWarn {
+			t.Errorf("logged %s %q for echoed pseudo-headers", r.Level, r.Message)
+		}
+	}
+}
+
+// TestResponseEndReachesPickerWhenClientHangsUp covers a client that closes
+// its connection as soon as it has read data: [DONE]. The picker must still
+// get the response's end of stream, which is how it learns the request is
+// done, and the gateway must wait for its answer and close the stream
+// cleanly, whether the upstream's end arrived just before the client left or
+// just after.
+func TestResponseEndReachesPickerWhenClientHangsUp(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		upstreamEndsFirst bool
+	}{
+		{"upstream ended before the client left", true},
+		{"upstream ends after the client left", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var releaseOnce sync.Once
+			endUpstream := func() { releaseOnce.Do(func() { close(release) }) }
+			up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, "data: {\"n\":1}\n\ndata: [DONE]\n\n")
+				w.(http.Flusher).Flush()
+				// The end of the chunked response follows only on release.
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			p := newFakePicker(routeTo(up.addr))
+			p.responseEOS = make(chan struct{})
+			hold := make(chan struct{})
+			if tc.upstreamEndsFirst {
+				p.holdEOS = hold
+			}
+			rec := &logRecorder{}
+			gw, err := gateway.New(gateway.Config{Picker: startPicker(t, p), Logger: slog.New(rec)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Long enough that only the events below decide the outcome.
+			gateway.SetDrainGrace(gw, time.Minute)
+			srv := httptest.NewServer(gw)
+			t.Cleanup(func() {
+				srv.Close()
+				_ = gw.Close()
+			})
+			t.Cleanup(endUpstream) // runs first, so a failed test cannot park the upstream
+
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			body := `{"stream":true}`
+			_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"+
+				"Content-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd := bufio.NewReader(resp.Body)
+			if ev := readEvent(t, rd); ev != "data: {\"n\":1}" {
+				t.Fatalf("first event = %q", ev)
+			}
+			if ev := readEvent(t, rd); ev != "data: [DONE]" {
+				t.Fatalf("last event = %q", ev)
+			}
+
+			if tc.upstreamEndsFirst {
+				endUpstream()
+				select {
+				case <-p.responseEOS:
+				case err := <-p.streamEnds:
+					t.Fatalf("picker stream ended (%v) before the response end of stream", err)
+				case <-time.After(10 * time.Second):
+					t.Fatal("picker never got the response end of stream")
+				}
+			}
+			conn.Close()
+			select {
+			case <-rec.logged("client went away during the response"):
+			case err := <-p.streamEnds:
+				t.Fatalf("client hang-up ended the picker stream (%v) before the response end of stream was answered", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("gateway did not notice the client leaving")
+			}
+			if tc.upstreamEndsFirst {
+				close(hold)
+			} else {
+				endUpstream()
+				select {
+				case <-p.responseEOS:
+				case err := <-p.streamEnds:
+					t.Fatalf("picker stream ended (%v) without the response end of stream", err)
+				case <-time.After(10 * time.Second):
+					t.Fatal("picker never got the response end of stream")
+				}
+			}
+			select {
+			case err := <-p.streamEnds:
+				if err != nil {
+					t.Errorf("picker stream ended with %v, want a clean half-close after its answer", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("picker stream did not end")
+			}
+		})
 	}
 }

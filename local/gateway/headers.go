@@ -240,6 +240,18 @@ func applyMutation(h *headerList, m *extprocv3.HeaderMutation, rules mutationRul
 	return ignored, nil
 }
 
+// splitPseudo separates pseudo-header names from the others, keeping order.
+func splitPseudo(names []string) (pseudo, other []string) {
+	for _, n := range names {
+		if strings.HasPrefix(n, ":") {
+			pseudo = append(pseudo, n)
+		} else {
+			other = append(other, n)
+		}
+	}
+	return pseudo, other
+}
+
 func mutationForbidden(name string) bool {
 	switch name {
 	case ":method", ":authority", ":scheme", "host":
