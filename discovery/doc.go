@@ -11,4 +11,6 @@
 //
 // It may depend on the pool package (for the endpoint type and file format), client-go and
 // fsnotify; never on the scheduler, the request path or the picker.
+//
+// Allowed imports (checked by imports_test.go): pool, github.com/fsnotify/fsnotify, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go, k8s.io/utils.
 package discovery

@@ -8,4 +8,6 @@
 // the real time to first token and time per output token, which it reports to an observer.
 //
 // It may depend on scheduler, pool, tokens, go-control-plane, grpc and Prometheus client code.
+//
+// Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, tokens, github.com/envoyproxy/go-control-plane, github.com/google/uuid, github.com/prometheus/client_golang, google.golang.org/grpc, google.golang.org/protobuf, k8s.io/utils.
 package extproc

@@ -6,5 +6,5 @@
 // Adding a feature is one entry in the schema (features.go) plus a migration in store/ that
 // adds its column; a test there checks the table and the schema agree.
 //
-// Allowed imports: scheduler, pool.
+// Allowed imports (checked by imports_test.go): scheduler, pool.
 package models

@@ -8,4 +8,6 @@
 //
 // It may depend on the tokens package, the Prometheus text parser and k8s.io/utils/clock;
 // never on the scheduler or the request path.
+//
+// Allowed imports (checked by imports_test.go): tokens, github.com/prometheus/client_model, github.com/prometheus/common, k8s.io/utils, sigs.k8s.io/yaml.
 package pool

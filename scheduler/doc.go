@@ -5,4 +5,6 @@
 //
 // Scheduling reads replica state from package pool and never does I/O or blocks, because it
 // runs on the request path. It may depend on pool, tokens and the standard library.
+//
+// Allowed imports (checked by imports_test.go): pool, tokens, github.com/hashicorp/golang-lru/v2, github.com/prometheus/client_golang, k8s.io/utils.
 package scheduler

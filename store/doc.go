@@ -7,4 +7,6 @@
 // the database is away and counting what it could not keep.
 //
 // It may depend on pgx and the Prometheus client; nothing on the request path waits on it.
+//
+// Allowed imports (checked by imports_test.go): models, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, k8s.io/apimachinery, k8s.io/utils.
 package store

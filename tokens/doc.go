@@ -7,4 +7,6 @@
 // estimate is cheap, deterministic and identical on both sides.
 //
 // It depends on the standard library only.
+//
+// Allowed imports (checked by imports_test.go): none.
 package tokens

@@ -14,4 +14,6 @@
 // validation, gRPC, protobuf and the generated Envoy API types from
 // go-control-plane. It must not import other Augur packages: it plays the
 // data plane, and a data plane knows nothing of the picker's internals.
+//
+// Allowed imports (checked by imports_test.go): github.com/envoyproxy/go-control-plane, golang.org/x/net, google.golang.org/grpc, google.golang.org/protobuf.
 package gateway

@@ -53,4 +53,6 @@
 // Start looks at Dir/data/postmaster.pid and stops a server still running on
 // that data directory before starting its own, so one Dir must not be used
 // by two live Servers at once.
+//
+// Allowed imports (checked by imports_test.go): github.com/jackc/pgx/v5.
 package pgserver

@@ -4,4 +4,6 @@
 // cmd/sim, cmd/epp and cmd/gateway binaries; only the process boundaries differ.
 //
 // It may depend on every other package; only binaries and tests depend on it.
+//
+// Allowed imports (checked by imports_test.go): local/gateway, picker, pool, requestcontrol, windtunnel/sim, github.com/openai/openai-go/v3, k8s.io/utils.
 package stack

@@ -27,4 +27,6 @@
 // fraction p of the samples is at most v (no interpolation), so p99 of 100 samples is the
 // 99th smallest. An empty set has no percentile: null in JSON, "-" in text. The prefix-cache
 // hit rate is cached/prompt tokens summed over completed requests.
+//
+// Allowed imports (checked by imports_test.go): gonum.org/v1/gonum.
 package report

@@ -52,4 +52,6 @@
 // parsing, prompt hashing, echo pieces: 71 allocations) spread over the stream. Over a loopback HTTP/1.1
 // connection with a client reading, a streamed token costs about 3.7-4 µs, mostly the
 // per-chunk write and flush system calls (BenchmarkStreamLoopback).
+//
+// Allowed imports (checked by imports_test.go): tokens, github.com/google/uuid, github.com/prometheus/client_golang, k8s.io/utils.
 package sim

@@ -9,4 +9,6 @@
 // completion. Network and decision latency are taken as zero.
 //
 // It may depend on sim, pool, scheduler, workload and report.
+//
+// Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, windtunnel/report, windtunnel/sim, windtunnel/workload.
 package virtual
