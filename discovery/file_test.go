@@ -68,7 +68,7 @@ func (r *recorder) waitUpdates(t *testing.T, n int, want []pool.Endpoint) {
 	got := r.updates[n-1]
 	total := len(r.updates)
 	r.mu.Unlock()
-	if !slices.Equal(got, want) {
+	if !slices.EqualFunc(got, want, pool.Endpoint.Equal) {
 		t.Fatalf("update %d = %+v, want %+v", n, got, want)
 	}
 	if total != n {
