@@ -78,7 +78,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := pool.New(opts.Clock, time.Duration(cfg.StaleAfter))
+	p := pool.New(opts.Clock, cfg.StaleAfter.Duration)
 	if err := p.Set(eps); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -112,7 +112,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		if db, err = pgxpool.New(context.Background(), cfg.DatabaseURL); err != nil {
 			return nil, fmt.Errorf("config: databaseURL: %w", err)
 		}
-		rec = store.NewRecorder(db, store.RecorderOptions{Retention: time.Duration(cfg.Retention), Clock: opts.Clock,
+		rec = store.NewRecorder(db, store.RecorderOptions{Retention: cfg.Retention.Duration, Clock: opts.Clock,
 			Log: opts.Log, Registry: opts.Registry})
 		user := opts.Observe
 		observe = func(c extproc.Completion) {
@@ -174,8 +174,8 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		(&pool.Scraper{Pool: p.Pool, Clock: p.opts.Clock, Interval: time.Duration(p.cfg.ScrapeInterval),
-			Timeout: time.Duration(p.cfg.ScrapeTimeout), Log: p.opts.Log}).Run(runCtx)
+		(&pool.Scraper{Pool: p.Pool, Clock: p.opts.Clock, Interval: p.cfg.ScrapeInterval.Duration,
+			Timeout: p.cfg.ScrapeTimeout.Duration, Log: p.opts.Log}).Run(runCtx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -211,7 +211,7 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	go func() { g.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-p.opts.Clock.After(time.Duration(p.cfg.DrainTimeout)):
+	case <-p.opts.Clock.After(p.cfg.DrainTimeout.Duration):
 		p.opts.Log.Warn("drain timeout: closing streams still open")
 		g.Stop()
 	}

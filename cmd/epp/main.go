@@ -63,7 +63,7 @@ func run(args []string) error {
 			cfg.MetricsAddress = picker.DefaultMetricsAddress
 		}
 		if *scrape > 0 {
-			cfg.ScrapeInterval = picker.Duration(*scrape)
+			cfg.ScrapeInterval.Duration = *scrape
 		}
 		if *dbURL != "" {
 			cfg.DatabaseURL = *dbURL
