@@ -40,10 +40,10 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 }
 
 // Reload applies a changed configuration to new requests, without a restart: the scheduling
-// profile and inline endpoints. Requests being scheduled finish with the profile they started
-// with. An invalid configuration is rejected whole and the running one stays. Settings that
-// only take effect at start (listen addresses, scrape timing, body limit, fallbacks) are
-// reported in the log when they change, and keep their running values.
+// profile, the fallback count and inline endpoints. Requests being scheduled finish with the
+// profile they started with. An invalid configuration is rejected whole and the running one
+// stays. Settings that only take effect at start (listen addresses, scrape timing, body limit)
+// are reported in the log when they change, and keep their running values.
 func (p *Picker) Reload(cfg Config) error {
 	err := p.reload(cfg)
 	result := "applied"
@@ -88,9 +88,11 @@ func (p *Picker) reload(cfg Config) error {
 			return fmt.Errorf("config: %w", err)
 		}
 	}
+	p.Scheduler.SetFallbacks(*cfg.Fallbacks)
 	p.mu.Lock()
 	old := p.cfg
 	p.cfg.Profile, p.cfg.ProfileName, p.cfg.Endpoints = cfg.Profile, cfg.ProfileName, cfg.Endpoints
+	p.cfg.Fallbacks = cfg.Fallbacks
 	p.mu.Unlock()
 	for _, f := range []struct {
 		name     string
@@ -100,7 +102,7 @@ func (p *Picker) reload(cfg Config) error {
 		{"endpointsFile", old.EndpointsFile, cfg.EndpointsFile}, {"kubernetes", old.Kubernetes, cfg.Kubernetes},
 		{"scrapeInterval", old.ScrapeInterval, cfg.ScrapeInterval},
 		{"scrapeTimeout", old.ScrapeTimeout, cfg.ScrapeTimeout}, {"staleAfter", old.StaleAfter, cfg.StaleAfter},
-		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes}, {"fallbacks", *old.Fallbacks, *cfg.Fallbacks},
+		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes},
 		{"seed", old.Seed, cfg.Seed}, {"drainTimeout", old.DrainTimeout, cfg.DrainTimeout},
 	} {
 		if !reflect.DeepEqual(f.old, f.new) {

@@ -18,7 +18,7 @@ type Result struct {
 // Scheduler runs the active profile over a pool's replicas.
 type Scheduler struct {
 	pool      *pool.Pool
-	fallbacks int
+	fallbacks atomic.Int64
 	profile   atomic.Pointer[Profile]
 	scratch   sync.Pool
 }
@@ -35,7 +35,8 @@ func New(p *pool.Pool, prof *Profile, fallbacks int) (*Scheduler, error) {
 	if err := prof.validate(); err != nil {
 		return nil, err
 	}
-	s := &Scheduler{pool: p, fallbacks: max(fallbacks, 0)}
+	s := &Scheduler{pool: p}
+	s.SetFallbacks(fallbacks)
 	s.profile.Store(prof)
 	s.scratch.New = func() any { return new(scratch) }
 	return s, nil
@@ -50,6 +51,9 @@ func (s *Scheduler) SetProfile(prof *Profile) error {
 	s.profile.Store(prof)
 	return nil
 }
+
+// SetFallbacks sets how many extra replicas new decisions choose; negative means none.
+func (s *Scheduler) SetFallbacks(n int) { s.fallbacks.Store(int64(max(n, 0))) }
 
 // Profile returns the active profile.
 func (s *Scheduler) Profile() *Profile { return s.profile.Load() }
@@ -130,7 +134,7 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 			scores[i] += ws.Weight * clamp01(v)
 		}
 	}
-	order := prof.Picker.Pick(ctx, req, cands, scores, 1+s.fallbacks, sc.order[:0])
+	order := prof.Picker.Pick(ctx, req, cands, scores, 1+int(s.fallbacks.Load()), sc.order[:0])
 	sc.order = order
 	if len(order) == 0 {
 		return Result{}, fmt.Errorf("%w: picker %q chose nothing", ErrNoEndpoints, prof.Picker.Name())
