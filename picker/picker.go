@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -242,7 +244,7 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 // migrateUntilDone brings the schema up to date, retrying while the database is away; samples
 // wait in the recorder's buffer meanwhile.
 func (p *Picker) migrateUntilDone(ctx context.Context) {
-	backoff := 200 * time.Millisecond
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Cap: 5 * time.Second, Steps: math.MaxInt32}.DelayFunc()
 	for logged := false; ; {
 		err := store.Migrate(ctx, p.db)
 		if err == nil {
@@ -258,9 +260,8 @@ func (p *Picker) migrateUntilDone(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.opts.Clock.After(backoff):
+		case <-p.opts.Clock.After(backoff()):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
