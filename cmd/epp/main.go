@@ -96,7 +96,7 @@ func run(args []string) error {
 	defer stop()
 	if *configPath != "" {
 		// A valid edit of the file applies to new requests; an invalid one is logged and counted.
-		go p.WatchConfig(ctx, *configPath, time.Second, override)
+		go p.WatchConfig(ctx, *configPath, 0, override)
 	}
 	start := time.Now()
 	err = p.Serve(ctx, glis, mlis)
