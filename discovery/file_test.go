@@ -19,18 +19,87 @@ type recorder struct {
 	mu      sync.Mutex
 	updates [][]pool.Endpoint
 	errs    []error
+	reads   []readResult
+	notify  chan struct{} // signalled after every record; made on first use
+}
+
+// readResult is one read of a watched file.
+type readResult struct {
+	raw []byte
+	err error
+}
+
+// signal wakes a waiter; r.mu must be held.
+func (r *recorder) signal() {
+	if r.notify == nil {
+		r.notify = make(chan struct{}, 1)
+	}
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
 }
 
 func (r *recorder) update(eps []pool.Endpoint) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.updates = append(r.updates, eps)
+	r.signal()
 }
 
 func (r *recorder) onError(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.errs = append(r.errs, err)
+	r.signal()
+}
+
+// read is the watcher's afterRead hook: it runs once the read's update or error is recorded.
+func (r *recorder) read(raw []byte, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads = append(r.reads, readResult{raw, err})
+	r.signal()
+}
+
+// wait waits until cond holds, waking on every record rather than polling.
+func (r *recorder) wait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	r.mu.Lock()
+	r.signal() // make the channel, and look at cond at least once
+	ch := r.notify
+	r.mu.Unlock()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		if cond() {
+			return
+		}
+	}
+}
+
+// waitRead waits until the watcher has read the file and found want (or an error matching
+// isErr, when want is nil): every update or error that read causes is then recorded, so an
+// absence of them means something.
+func (r *recorder) waitRead(t *testing.T, want []byte, isErr func(error) bool) {
+	t.Helper()
+	r.wait(t, "the watcher to read the change", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, rd := range r.reads {
+			if want != nil && rd.err == nil && string(rd.raw) == string(want) {
+				return true
+			}
+			if want == nil && rd.err != nil && isErr(rd.err) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func (r *recorder) counts() (updates, errs int) {
@@ -63,21 +132,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // waitUpdates waits for the n-th update and checks it.
 func (r *recorder) waitUpdates(t *testing.T, n int, want []pool.Endpoint) {
 	t.Helper()
-	waitFor(t, "update", func() bool { u, _ := r.counts(); return u >= n })
+	r.wait(t, "update", func() bool { u, _ := r.counts(); return u >= n })
 	r.mu.Lock()
 	got := r.updates[n-1]
 	total := len(r.updates)
 	r.mu.Unlock()
-	if !slices.Equal(got, want) {
+	if !slices.EqualFunc(got, want, pool.Endpoint.Equal) {
 		t.Fatalf("update %d = %+v, want %+v", n, got, want)
 	}
 	if total != n {
 		t.Fatalf("%d updates, want %d", total, n)
 	}
 }
-
-// settle lets the watcher and the debounce run, so that an absence of updates means something.
-func settle() { time.Sleep(5 * testDebounce) }
 
 const testDebounce = 20 * time.Millisecond
 
@@ -111,7 +177,8 @@ func writeFile(t *testing.T, path, content string) {
 func startFile(t *testing.T, path string, initial []pool.Endpoint) *recorder {
 	t.Helper()
 	rec := &recorder{}
-	src := NewFileSource(path, FileOptions{Log: slog.New(slog.DiscardHandler), OnError: rec.onError, Debounce: testDebounce})
+	src := NewFileSource(path, FileOptions{Log: slog.New(slog.DiscardHandler), OnError: rec.onError, Debounce: testDebounce,
+		afterRead: rec.read})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, rec.update) }()
@@ -134,8 +201,9 @@ func TestFileSourceInPlaceWrite(t *testing.T) {
 	rec.waitUpdates(t, 2, []pool.Endpoint{epA})
 
 	// Same set, different bytes: no update.
-	writeFile(t, path, "# a comment\n"+fileA)
-	settle()
+	noop := "# a comment\n" + fileA
+	writeFile(t, path, noop)
+	rec.waitRead(t, []byte(noop), nil)
 	if u, _ := rec.counts(); u != 2 {
 		t.Fatalf("%d updates after a no-op edit, want 2", u)
 	}
@@ -190,14 +258,13 @@ func TestFileSourceInvalidChangeKeepsSet(t *testing.T) {
 		"", // mid-save truncation, not "no endpoints"
 	} {
 		writeFile(t, path, bad)
-		waitFor(t, "OnError", func() bool { _, e := rec.counts(); return e == i+1 })
+		rec.wait(t, "OnError", func() bool { _, e := rec.counts(); return e == i+1 })
 	}
 	// Deleting the file is a failed reload too, not an empty set.
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "OnError", func() bool { _, e := rec.counts(); return e == 5 })
-	settle()
+	rec.waitRead(t, nil, func(err error) bool { return errors.Is(err, os.ErrNotExist) })
 	if u, e := rec.counts(); u != 1 || e != 5 {
 		t.Fatalf("%d updates and %d errors, want 1 and 5", u, e)
 	}
@@ -205,6 +272,9 @@ func TestFileSourceInvalidChangeKeepsSet(t *testing.T) {
 	// A valid file again is picked up, and an explicit empty list does empty the set.
 	writeFile(t, path, fileAB)
 	rec.waitUpdates(t, 2, []pool.Endpoint{epA, epB})
+	if _, e := rec.counts(); e != 5 {
+		t.Fatalf("%d errors, want 5: a file that stays missing is reported once", e)
+	}
 	writeFile(t, path, "endpoints: []\n")
 	rec.waitUpdates(t, 3, []pool.Endpoint{})
 }

@@ -30,4 +30,4 @@ func orDefault(l *slog.Logger) *slog.Logger {
 	return l
 }
 
-func sameSet(a, b []pool.Endpoint) bool { return slices.Equal(a, b) }
+func sameSet(a, b []pool.Endpoint) bool { return slices.EqualFunc(a, b, pool.Endpoint.Equal) }

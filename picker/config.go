@@ -2,39 +2,23 @@ package picker
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
 )
 
-// Duration is a time.Duration written as "50ms" or "2s" in configuration.
-type Duration time.Duration
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string like \"50ms\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration: %w", err)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalJSON implements json.Marshaler.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// Config is the picker's configuration file. Zero fields take the defaults below.
+// Config is the picker's configuration file. Zero fields take the defaults below. Durations
+// are written as Go durations ("50ms", "2s").
 type Config struct {
 	// GRPCAddress is where the ext_proc and health services listen.
 	GRPCAddress string `json:"grpcAddress,omitempty"`
@@ -45,10 +29,10 @@ type Config struct {
 	Endpoints     []pool.Endpoint `json:"endpoints,omitempty"`
 	// Kubernetes discovers the replicas as ready pods instead (set one of the three).
 	Kubernetes     *KubernetesConfig `json:"kubernetes,omitempty"`
-	ScrapeInterval Duration          `json:"scrapeInterval,omitempty"`
-	ScrapeTimeout  Duration          `json:"scrapeTimeout,omitempty"`
+	ScrapeInterval metav1.Duration   `json:"scrapeInterval,omitzero"`
+	ScrapeTimeout  metav1.Duration   `json:"scrapeTimeout,omitzero"`
 	// StaleAfter is how old a replica's metrics may be before it is not routed to.
-	StaleAfter Duration `json:"staleAfter,omitempty"`
+	StaleAfter metav1.Duration `json:"staleAfter,omitzero"`
 	// MaxBodyBytes is the request body limit; larger bodies get 413.
 	MaxBodyBytes int `json:"maxBodyBytes,omitempty"`
 	// Fallbacks is how many replicas follow the primary in the destination list
@@ -64,11 +48,11 @@ type Config struct {
 	// prefix-load, prefix-guarded, round-robin, random) when Profile is not set.
 	ProfileName string `json:"profileName,omitempty"`
 	// DrainTimeout is how long requests in progress may run after shutdown starts.
-	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+	DrainTimeout metav1.Duration `json:"drainTimeout,omitzero"`
 	// DatabaseURL is the Postgres every routed request is recorded to; "" records nothing.
 	DatabaseURL string `json:"databaseURL,omitempty"`
 	// Retention is how long recorded samples are kept; default 7 days.
-	Retention Duration `json:"retention,omitempty"`
+	Retention metav1.Duration `json:"retention,omitzero"`
 }
 
 // KubernetesConfig selects the replicas among a namespace's pods: by label, or through an
@@ -112,27 +96,45 @@ func LoadConfig(path string) (Config, error) {
 func ParseConfig(b []byte) (Config, error) {
 	var c Config
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && isDuration(te.Field) {
+			// The decoder names the string it wanted, not the duration behind it.
+			return Config{}, fmt.Errorf("config: %s must be a duration like \"50ms\" or \"2s\", not a %s", te.Field, te.Value)
+		}
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
+}
+
+// isDuration reports whether the JSON name field is one of Config's durations.
+func isDuration(field string) bool {
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == field && f.Type == reflect.TypeFor[metav1.Duration]() {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) withDefaults() {
 	if c.GRPCAddress == "" {
 		c.GRPCAddress = DefaultGRPCAddress
 	}
-	if c.ScrapeInterval <= 0 {
-		c.ScrapeInterval = Duration(pool.DefaultScrapeInterval)
+	if c.ScrapeInterval.Duration <= 0 {
+		c.ScrapeInterval.Duration = pool.DefaultScrapeInterval
 	}
-	if c.StaleAfter <= 0 {
-		c.StaleAfter = Duration(pool.DefaultStaleAfter)
+	if c.StaleAfter.Duration <= 0 {
+		c.StaleAfter.Duration = pool.DefaultStaleAfter
 	}
 	if c.Fallbacks == nil {
 		n := DefaultFallbacks
 		c.Fallbacks = &n
 	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = Duration(DefaultDrainTimeout)
+	if c.DrainTimeout.Duration <= 0 {
+		c.DrainTimeout.Duration = DefaultDrainTimeout
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -79,7 +81,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := pool.New(opts.Clock, time.Duration(cfg.StaleAfter))
+	p := pool.New(opts.Clock, cfg.StaleAfter.Duration)
 	if err := p.Set(eps); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -114,7 +116,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		if db, err = pgxpool.New(context.Background(), cfg.DatabaseURL); err != nil {
 			return nil, fmt.Errorf("config: databaseURL: %w", err)
 		}
-		rec = store.NewRecorder(db, store.RecorderOptions{Retention: time.Duration(cfg.Retention), Clock: opts.Clock,
+		rec = store.NewRecorder(db, store.RecorderOptions{Retention: cfg.Retention.Duration, Clock: opts.Clock,
 			Log: opts.Log, Registry: opts.Registry})
 		observers = append(observers, Recording(rec))
 	}
@@ -176,8 +178,8 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		(&pool.Scraper{Pool: p.Pool, Clock: p.opts.Clock, Interval: time.Duration(p.cfg.ScrapeInterval),
-			Timeout: time.Duration(p.cfg.ScrapeTimeout), Log: p.opts.Log}).Run(runCtx)
+		(&pool.Scraper{Pool: p.Pool, Clock: p.opts.Clock, Interval: p.cfg.ScrapeInterval.Duration,
+			Timeout: p.cfg.ScrapeTimeout.Duration, Log: p.opts.Log}).Run(runCtx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -213,7 +215,7 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	go func() { g.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-p.opts.Clock.After(time.Duration(p.cfg.DrainTimeout)):
+	case <-p.opts.Clock.After(p.cfg.DrainTimeout.Duration):
 		p.opts.Log.Warn("drain timeout: closing streams still open")
 		g.Stop()
 	}
@@ -244,7 +246,7 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 // migrateUntilDone brings the schema up to date, retrying while the database is away; samples
 // wait in the recorder's buffer meanwhile.
 func (p *Picker) migrateUntilDone(ctx context.Context) {
-	backoff := 200 * time.Millisecond
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Cap: 5 * time.Second, Steps: math.MaxInt32}.DelayFunc()
 	for logged := false; ; {
 		err := store.Migrate(ctx, p.db)
 		if err == nil {
@@ -260,9 +262,8 @@ func (p *Picker) migrateUntilDone(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.opts.Clock.After(backoff):
+		case <-p.opts.Clock.After(backoff()):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

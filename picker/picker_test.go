@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/yaml"
 
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
@@ -33,7 +35,7 @@ func TestShippedConfigLoads(t *testing.T) {
 	if n := len(p.Pool.Replicas()); n != 4 {
 		t.Errorf("%d endpoints, want 4", n)
 	}
-	if got := p.Config(); time.Duration(got.ScrapeInterval) != 50*time.Millisecond || *got.Fallbacks != 2 {
+	if got := p.Config(); got.ScrapeInterval.Duration != 50*time.Millisecond || *got.Fallbacks != 2 {
 		t.Errorf("config %+v", got)
 	}
 }
@@ -42,8 +44,9 @@ func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ yaml, want string }{
 		{"grpcAdress: x\n", `unknown field "grpcAdress"`},
-		{"scrapeInterval: fast\n", "duration"},
-		{"scrapeInterval: 50\n", "duration"},
+		{"scrapeInterval: fast\n", `invalid duration "fast"`},
+		{"scrapeInterval: 50\n", `scrapeInterval must be a duration like "50ms"`},
+		{"staleAfter: 2 seconds\n", `"2 seconds"`},
 	} {
 		path := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
@@ -72,7 +75,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestServeExposesMetricsAndDrains(t *testing.T) {
-	p, err := New(Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, DrainTimeout: Duration(time.Second)},
+	p, err := New(Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, DrainTimeout: metav1.Duration{Duration: time.Second}},
 		Options{Clock: clock.RealClock{}, Log: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -118,5 +121,26 @@ func TestBuiltinProfileByName(t *testing.T) {
 	prof := p.Scheduler.Profile()
 	if prof.Name != "llm-d" || len(prof.Scorers) != 3 || prof.Scorers[0].Name() != "prefix" || prof.Scorers[0].Weight != 3 {
 		t.Fatalf("profile %+v", prof)
+	}
+}
+
+// Durations are written and read back as Go durations; unset ones stay out of the output.
+func TestConfigDurations(t *testing.T) {
+	c, err := ParseConfig([]byte("scrapeInterval: 50ms\nstaleAfter: 2s\nretention: 168h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ScrapeInterval.Duration != 50*time.Millisecond || c.StaleAfter.Duration != 2*time.Second || c.Retention.Duration != 168*time.Hour {
+		t.Fatalf("parsed %+v", c)
+	}
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(out), "retention: 168h0m0s\nscrapeInterval: 50ms\nstaleAfter: 2s\n"; got != want {
+		t.Fatalf("marshalled %q, want %q", got, want)
+	}
+	if back, err := ParseConfig(out); err != nil || back.StaleAfter != c.StaleAfter || back.Retention != c.Retention {
+		t.Fatalf("round trip: %+v %v", back, err)
 	}
 }

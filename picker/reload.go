@@ -1,7 +1,6 @@
 package picker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/augur-llm/augur/discovery"
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
 )
@@ -40,10 +40,10 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 }
 
 // Reload applies a changed configuration to new requests, without a restart: the scheduling
-// profile and inline endpoints. Requests being scheduled finish with the profile they started
-// with. An invalid configuration is rejected whole and the running one stays. Settings that
-// only take effect at start (listen addresses, scrape timing, body limit, fallbacks) are
-// reported in the log when they change, and keep their running values.
+// profile, the fallback count and inline endpoints. Requests being scheduled finish with the
+// profile they started with. An invalid configuration is rejected whole and the running one
+// stays. Settings that only take effect at start (listen addresses, scrape timing, body limit)
+// are reported in the log when they change, and keep their running values.
 func (p *Picker) Reload(cfg Config) error {
 	err := p.reload(cfg)
 	result := "applied"
@@ -88,9 +88,11 @@ func (p *Picker) reload(cfg Config) error {
 			return fmt.Errorf("config: %w", err)
 		}
 	}
+	p.Scheduler.SetFallbacks(*cfg.Fallbacks)
 	p.mu.Lock()
 	old := p.cfg
 	p.cfg.Profile, p.cfg.ProfileName, p.cfg.Endpoints = cfg.Profile, cfg.ProfileName, cfg.Endpoints
+	p.cfg.Fallbacks = cfg.Fallbacks
 	p.mu.Unlock()
 	for _, f := range []struct {
 		name     string
@@ -100,7 +102,7 @@ func (p *Picker) reload(cfg Config) error {
 		{"endpointsFile", old.EndpointsFile, cfg.EndpointsFile}, {"kubernetes", old.Kubernetes, cfg.Kubernetes},
 		{"scrapeInterval", old.ScrapeInterval, cfg.ScrapeInterval},
 		{"scrapeTimeout", old.ScrapeTimeout, cfg.ScrapeTimeout}, {"staleAfter", old.StaleAfter, cfg.StaleAfter},
-		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes}, {"fallbacks", *old.Fallbacks, *cfg.Fallbacks},
+		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes},
 		{"seed", old.Seed, cfg.Seed}, {"drainTimeout", old.DrainTimeout, cfg.DrainTimeout},
 	} {
 		if !reflect.DeepEqual(f.old, f.new) {
@@ -112,47 +114,43 @@ func (p *Picker) reload(cfg Config) error {
 }
 
 // WatchConfig reloads the configuration file at path whenever its content changes, until ctx
-// ends. It polls, which follows editors' rename-on-save and Kubernetes ConfigMap symlink swaps
-// alike, at the cost of up to one interval of delay.
+// ends. It follows the file with discovery.WatchFile, as the endpoint file is followed:
+// editors' rename-on-save and Kubernetes ConfigMap symlink swaps alike. debounce is the quiet
+// period after a change before the file is read; 0 means discovery.DefaultDebounce.
 //
 // override, when not nil, is applied to every version read, as command-line flags are to the
 // file at start.
-func (p *Picker) WatchConfig(ctx context.Context, path string, every time.Duration, override func(*Config)) {
-	if every <= 0 {
-		every = time.Second
+func (p *Picker) WatchConfig(ctx context.Context, path string, debounce time.Duration, override func(*Config)) {
+	w, err := discovery.WatchFile(path, discovery.WatchOptions{Debounce: debounce})
+	if err != nil {
+		p.opts.Log.Error("cannot watch the configuration file; it will not be reloaded", "path", path, "err", err)
+		return
 	}
-	// The first read applies the file as it is now, which may already differ from what the
-	// picker started with.
-	var last []byte
-	t := p.opts.Clock.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) || last != nil {
-				p.opts.Log.Warn("cannot read the configuration file", "path", path, "err", err)
-			}
-			continue
-		}
-		if bytes.Equal(b, last) {
-			continue
-		}
-		last = b
+	defer w.Close()
+	apply := func(b []byte) {
 		cfg, err := ParseConfig(b)
 		if err != nil {
 			p.reloadMetrics.reloads.WithLabelValues("rejected").Inc()
 			p.reloadMetrics.success.Set(0)
 			p.opts.Log.Error("configuration rejected; the running one stays", "path", path, "err", err)
-			continue
+			return
 		}
 		if override != nil {
 			override(&cfg)
 		}
 		_ = p.Reload(cfg) // Reload logs and counts
+	}
+	// The first read applies the file as it is now, which may already differ from what the
+	// picker started with. A file that does not exist yet is picked up when it appears.
+	if b, err := w.Read(); err == nil {
+		apply(b)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		p.opts.Log.Warn("cannot read the configuration file", "path", path, "err", err)
+	}
+	err = w.Run(ctx, apply, func(err error) {
+		p.opts.Log.Warn("cannot read the configuration file", "path", path, "err", err)
+	})
+	if err != nil {
+		p.opts.Log.Error("configuration file watch ended; it will not be reloaded", "path", path, "err", err)
 	}
 }

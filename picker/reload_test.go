@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
@@ -60,16 +60,16 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	p, err := New(cfg, Options{Clock: clock.RealClock{}, Log: slog.New(slog.DiscardHandler), Registry: reg})
+	// The picker's clock stands still, so the replicas' metrics cannot go stale however long a
+	// busy machine keeps this test from running: a failed decision is the reload's fault.
+	clk := clocktesting.NewFakeClock(time.Now())
+	p, err := New(cfg, Options{Clock: clk, Log: slog.New(slog.DiscardHandler), Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := func() {
-		for _, r := range p.Pool.Replicas() {
-			r.SetMetrics(pool.Metrics{ScrapedAt: time.Now()})
-		}
+	for _, r := range p.Pool.Replicas() {
+		r.SetMetrics(pool.Metrics{ScrapedAt: clk.Now()})
 	}
-	fresh()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.WatchConfig(ctx, path, 5*time.Millisecond, nil)
@@ -101,7 +101,6 @@ func TestReloadUnderLoad(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("profile %q never applied; running %q", name, p.Scheduler.Profile().Name)
 			}
-			fresh()
 		}
 	}
 	for range 5 {
@@ -160,5 +159,66 @@ func TestReloadRejectsInvalidWhole(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(p.reloadMetrics.reloads.WithLabelValues("rejected")); got != 2 {
 		t.Errorf("rejected reloads counted %v, want 2", got)
+	}
+}
+
+// warnCounter counts warnings, to tell a setting that applied from one deferred to a restart.
+type warnCounter struct {
+	mu    sync.Mutex
+	warns []string
+}
+
+func (w *warnCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (w *warnCounter) WithAttrs([]slog.Attr) slog.Handler       { return w }
+func (w *warnCounter) WithGroup(string) slog.Handler            { return w }
+func (w *warnCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.warns = append(w.warns, r.Message)
+	}
+	return nil
+}
+
+func TestReloadAppliesFallbacks(t *testing.T) {
+	cfg, err := ParseConfig([]byte(baseConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	warns := &warnCounter{}
+	p, err := New(cfg, Options{Clock: clk, Log: slog.New(warns), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.Pool.Replicas() {
+		r.SetMetrics(pool.Metrics{ScrapedAt: clk.Now()})
+	}
+	targets := func() int {
+		t.Helper()
+		res, err := p.Scheduler.Schedule(context.Background(), &scheduler.Request{Prompt: []byte("hi")}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res.Targets)
+	}
+	if n := targets(); n != 1 {
+		t.Fatalf("%d targets with no fallbacks, want 1", n)
+	}
+	two := 2
+	cfg.Fallbacks = &two
+	if err := p.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := targets(); n != 3 {
+		t.Fatalf("%d targets after reloading fallbacks: 2, want 3", n)
+	}
+	if got := *p.Config().Fallbacks; got != 2 {
+		t.Errorf("effective configuration says %d fallbacks, want 2", got)
+	}
+	warns.mu.Lock()
+	defer warns.mu.Unlock()
+	if len(warns.warns) != 0 {
+		t.Errorf("a live setting was reported as waiting for a restart: %v", warns.warns)
 	}
 }

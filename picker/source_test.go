@@ -70,7 +70,7 @@ func TestEndpointFileIsWatched(t *testing.T) {
 		}
 	}
 	write("endpoints:\n- {name: a, address: 127.0.0.1:1}\n")
-	p, err := New(Config{EndpointsFile: path, DrainTimeout: Duration(time.Second)},
+	p, err := New(Config{EndpointsFile: path, DrainTimeout: metav1.Duration{Duration: time.Second}},
 		Options{Log: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func TestKubernetesDiscovery(t *testing.T) {
 	client := fake.NewClientset(pod("vllm-0", "10.1.0.1", true), pod("vllm-1", "10.1.0.2", false))
 	dyn := dynfake.NewSimpleDynamicClient(runtime.NewScheme())
 	p, err := New(Config{Kubernetes: &KubernetesConfig{Namespace: "llm", Selector: map[string]string{"app": "vllm"}, TargetPort: 8000},
-		DrainTimeout: Duration(time.Second)},
+		DrainTimeout: metav1.Duration{Duration: time.Second}},
 		Options{Log: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), KubeClient: client, DynamicClient: dyn})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,15 @@ type Endpoint struct {
 	MetricsURL string `json:"metricsURL,omitempty"`
 	// Class names the replica's hardware/model class (e.g. "8b-h100"), a feature for prediction.
 	Class string `json:"class,omitempty"`
+	// Models lists the model names the replica serves. When empty the scraper discovers them
+	// from the replica's OpenAI /v1/models.
+	Models []string `json:"models,omitempty"`
+}
+
+// Equal reports whether e and o configure the same replica.
+func (e Endpoint) Equal(o Endpoint) bool {
+	return e.Name == o.Name && e.Address == o.Address && e.MetricsURL == o.MetricsURL &&
+		e.Class == o.Class && slices.Equal(e.Models, o.Models)
 }
 
 func (e Endpoint) metricsURL() string {
@@ -41,6 +51,11 @@ func (e Endpoint) Validate() error {
 	if net.ParseIP(host) == nil {
 		// The gateway's original-destination routing needs an IP literal, not a host name.
 		return fmt.Errorf("endpoint %q: address %q must be an IP literal with a port", e.Name, e.Address)
+	}
+	for _, m := range e.Models {
+		if m == "" {
+			return fmt.Errorf("endpoint %q: empty model name", e.Name)
+		}
 	}
 	return nil
 }
@@ -85,6 +100,7 @@ type Replica struct {
 	endpoint atomic.Pointer[Endpoint]
 	metrics  atomic.Pointer[Metrics]
 	failing  atomic.Bool // last scrape failed
+	models   atomic.Pointer[modelState]
 
 	requests      atomic.Int64
 	prefillTokens atomic.Int64
@@ -94,6 +110,7 @@ type Replica struct {
 
 // NewReplica returns a replica for e outside any pool, for tests and tools.
 func NewReplica(e Endpoint) *Replica {
+	e.Models = slices.Sorted(slices.Values(e.Models)) // sorted once: the request path asks per replica
 	r := &Replica{Name: e.Name}
 	r.endpoint.Store(&e)
 	return r
@@ -120,8 +137,12 @@ func (r *Replica) SetMetrics(m Metrics) {
 	r.failing.Store(false)
 }
 
-// ScrapeFailed records that a scrape did not succeed; the last metrics stay until stale.
+// ScrapeFailed records that a scrape did not succeed: the replica is out of rotation until a
+// scrape succeeds. The last metrics stay, for inspection.
 func (r *Replica) ScrapeFailed() { r.failing.Store(true) }
+
+// Failing reports whether the replica's last scrape failed.
+func (r *Replica) Failing() bool { return r.failing.Load() }
 
 // Load returns the picker's in-flight accounting for the replica.
 func (r *Replica) Load() Load {
@@ -280,6 +301,7 @@ func (p *Pool) Set(eps []Endpoint) error {
 	next := make([]*Replica, 0, len(eps))
 	for _, e := range eps {
 		if r, ok := old[e.Name]; ok {
+			e.Models = slices.Sorted(slices.Values(e.Models))
 			r.endpoint.Store(&e)
 			next = append(next, r)
 			continue
@@ -290,10 +312,11 @@ func (p *Pool) Set(eps []Endpoint) error {
 	return nil
 }
 
-// Fresh reports whether r's metrics are recent enough to route on.
+// Fresh reports whether r's metrics are recent enough to route on, and its last scrape
+// succeeded: a replica that stops answering leaves rotation at once, not when its metrics age.
 func (p *Pool) Fresh(r *Replica) bool {
 	m := r.metrics.Load()
-	return m != nil && p.clk.Since(m.ScrapedAt) <= p.staleAfter
+	return m != nil && !r.failing.Load() && p.clk.Since(m.ScrapedAt) <= p.staleAfter
 }
 
 // Ready reports whether at least one replica has fresh metrics.

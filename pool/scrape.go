@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -82,14 +83,40 @@ func sum(fams map[string]*dto.MetricFamily, names ...string) (float64, bool) {
 	return 0, false
 }
 
-// Scraper keeps every replica's metrics current by reading /metrics on an interval.
+// Scraper keeps every replica's metrics current by reading /metrics on an interval, and its
+// served models by reading /v1/models now and then.
 type Scraper struct {
 	Pool     *Pool
 	Clock    clock.WithTicker
 	Client   *http.Client
 	Interval time.Duration // default DefaultScrapeInterval
 	Timeout  time.Duration // per scrape; default 1 s
-	Log      *slog.Logger
+	// ModelsInterval is how often /v1/models is read again; default DefaultModelsInterval.
+	ModelsInterval time.Duration
+	Log            *slog.Logger
+	// Observe, if set, is told of every scrape's result (nil on success) once the replica's
+	// state reflects it. It is called from scrape goroutines, concurrently.
+	Observe func(r *Replica, err error)
+
+	clientOnce    sync.Once
+	defaultClient *http.Client
+}
+
+func (s *Scraper) client() *http.Client {
+	if s.Client != nil {
+		return s.Client
+	}
+	s.clientOnce.Do(func() {
+		s.defaultClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
+	})
+	return s.defaultClient
+}
+
+func (s *Scraper) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
 }
 
 // Run scrapes until ctx is done. Each replica has at most one scrape in flight, so a slow
@@ -98,14 +125,6 @@ func (s *Scraper) Run(ctx context.Context) {
 	interval := s.Interval
 	if interval <= 0 {
 		interval = DefaultScrapeInterval
-	}
-	client := s.Client
-	if client == nil {
-		client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
-	}
-	log := s.Log
-	if log == nil {
-		log = slog.Default()
 	}
 	var mu sync.Mutex
 	busy := map[*Replica]bool{}
@@ -125,12 +144,7 @@ func (s *Scraper) Run(ctx context.Context) {
 			wg.Add(1)
 			go func(r *Replica) {
 				defer wg.Done()
-				if err := s.scrapeOne(ctx, client, r); err != nil && ctx.Err() == nil {
-					if !r.failing.Load() {
-						log.Warn("scrape failed", "replica", r.Name, "err", err)
-					}
-					r.ScrapeFailed()
-				}
+				_ = s.scrape(ctx, r) // scrape logs the transitions that matter
 				mu.Lock()
 				delete(busy, r)
 				mu.Unlock()
@@ -144,32 +158,96 @@ func (s *Scraper) Run(ctx context.Context) {
 	}
 }
 
-func (s *Scraper) scrapeOne(ctx context.Context, client *http.Client, r *Replica) error {
-	timeout := s.Timeout
-	if timeout <= 0 {
-		timeout = time.Second
+// Probe scrapes r now, as the periodic scrape does, and updates its state: a failure takes it
+// out of rotation, a success brings it back. The request path uses it to tell, when a response
+// is cut, whether the replica died or the client left. A Probe cut short by ctx changes nothing.
+func (s *Scraper) Probe(ctx context.Context, r *Replica) error {
+	return s.scrape(ctx, r)
+}
+
+// scrape reads r's metrics once and records the result; the path shared by Run and Probe.
+func (s *Scraper) scrape(ctx context.Context, r *Replica) error {
+	m, err := s.fetchMetrics(ctx, r)
+	if err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up (shutdown, a client gone): that says nothing about the replica.
+			return err
+		}
+		if !r.failing.Swap(true) {
+			s.log().Warn("replica failing; out of rotation until a scrape succeeds", "replica", r.Name, "err", err)
+		}
+		s.observe(r, err)
+		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	r.metrics.Store(&m)
+	recovered := r.failing.Swap(false)
+	if recovered {
+		s.log().Info("replica recovered; back in rotation", "replica", r.Name)
+	}
+	// A replica that comes back may have restarted with other models.
+	s.refreshModels(ctx, r, recovered)
+	s.observe(r, nil)
+	return nil
+}
+
+func (s *Scraper) observe(r *Replica, err error) {
+	if s.Observe != nil {
+		s.Observe(r, err)
+	}
+}
+
+// refreshModels reads r's /v1/models when it is due. A failed read keeps what was known: the
+// metrics scrape, not this, decides whether the replica is up.
+func (s *Scraper) refreshModels(ctx context.Context, r *Replica, force bool) {
+	interval := s.ModelsInterval
+	if interval <= 0 {
+		interval = DefaultModelsInterval
+	}
+	if !modelsDue(r, s.Clock.Now(), interval, force) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	ids, err := fetchModels(ctx, s.client(), r)
+	if err != nil {
+		s.log().Debug("cannot read served models", "replica", r.Name, "err", err)
+		return
+	}
+	prev, _ := r.Models()
+	r.models.Store(&modelState{ids: ids, checkedAt: s.Clock.Now()})
+	if !slices.Equal(prev, ids) {
+		s.log().Info("replica models", "replica", r.Name, "models", ids)
+	}
+}
+
+func (s *Scraper) timeout() time.Duration {
+	if s.Timeout <= 0 {
+		return time.Second
+	}
+	return s.Timeout
+}
+
+func (s *Scraper) fetchMetrics(ctx context.Context, r *Replica) (Metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.Endpoint().metricsURL(), nil)
 	if err != nil {
-		return fmt.Errorf("scrape %s: %w", r.Name, err)
+		return Metrics{}, fmt.Errorf("scrape %s: %w", r.Name, err)
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := client.Do(req)
+	resp, err := s.client().Do(req)
 	if err != nil {
-		return fmt.Errorf("scrape %s: %w", r.Name, err)
+		return Metrics{}, fmt.Errorf("scrape %s: %w", r.Name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("scrape %s: status %d", r.Name, resp.StatusCode)
+		return Metrics{}, fmt.Errorf("scrape %s: status %d", r.Name, resp.StatusCode)
 	}
 	m, err := ParseMetrics(io.LimitReader(resp.Body, maxMetricsBytes))
 	if err != nil {
-		return fmt.Errorf("scrape %s: %w", r.Name, err)
+		return Metrics{}, fmt.Errorf("scrape %s: %w", r.Name, err)
 	}
 	m.ScrapedAt = s.Clock.Now()
-	r.SetMetrics(m)
-	return nil
+	return m, nil
 }

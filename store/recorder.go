@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 )
 
@@ -265,7 +267,9 @@ func (r *Recorder) Run() {
 // writeRetrying writes a batch, retrying with backoff while the database is away. It reports
 // false only when the recorder is stopping.
 func (r *Recorder) writeRetrying(ctx context.Context, batch []Sample) bool {
-	backoff := 100 * time.Millisecond
+	// The delays come from wait.Backoff, the waiting from the injected clock, so tests can
+	// step through an outage.
+	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: 5 * time.Second, Steps: math.MaxInt32}.DelayFunc()
 	logged := false
 	for {
 		err := WriteSamples(ctx, r.db, batch)
@@ -307,9 +311,8 @@ func (r *Recorder) writeRetrying(ctx context.Context, batch []Sample) bool {
 		select {
 		case <-r.stop:
 			return false
-		case <-r.opts.Clock.After(backoff):
+		case <-r.opts.Clock.After(backoff()):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -63,7 +63,7 @@ func run(args []string) error {
 			cfg.MetricsAddress = picker.DefaultMetricsAddress
 		}
 		if *scrape > 0 {
-			cfg.ScrapeInterval = picker.Duration(*scrape)
+			cfg.ScrapeInterval.Duration = *scrape
 		}
 		if *dbURL != "" {
 			cfg.DatabaseURL = *dbURL
@@ -96,7 +96,7 @@ func run(args []string) error {
 	defer stop()
 	if *configPath != "" {
 		// A valid edit of the file applies to new requests; an invalid one is logged and counted.
-		go p.WatchConfig(ctx, *configPath, time.Second, override)
+		go p.WatchConfig(ctx, *configPath, 0, override)
 	}
 	start := time.Now()
 	err = p.Serve(ctx, glis, mlis)
