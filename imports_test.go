@@ -52,7 +52,7 @@ var ruleLine = regexp.MustCompile(`^// Allowed imports(?: \([^)]*\))?: (.*)\.$`)
 
 // allowed reads a package's rule from its doc.go: Augur packages by path below the module,
 // other modules by path prefix, or "none".
-func allowed(t *testing.T, dir string) ([]string, bool) {
+func allowed(dir string) ([]string, bool) {
 	f, err := os.Open(filepath.Join(dir, "doc.go"))
 	if err != nil {
 		return nil, false
@@ -95,7 +95,7 @@ func TestImportsFollowDocRules(t *testing.T) {
 		if len(p.GoFiles) == 0 || p.Name == "main" {
 			continue // binaries may import what they assemble; test-only folders import nothing shipped
 		}
-		rule, ok := allowed(t, p.Dir)
+		rule, ok := allowed(p.Dir)
 		if !ok {
 			t.Errorf("%s: doc.go states no \"Allowed imports: ...\" rule", rel)
 			continue

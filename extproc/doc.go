@@ -7,7 +7,7 @@
 // every chunk straight back and, off the critical path, reads the server-sent events to measure
 // the real time to first token and time per output token, which it reports to an observer.
 //
-// It may depend on scheduler, pool, tokens, go-control-plane, grpc and Prometheus client code.
+// Its dependencies are listed below; the request lifecycle itself lives in requestcontrol.
 //
 // Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, tokens, github.com/envoyproxy/go-control-plane, github.com/google/uuid, github.com/prometheus/client_golang, google.golang.org/grpc, google.golang.org/protobuf, k8s.io/utils.
 package extproc

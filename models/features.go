@@ -82,6 +82,10 @@ func positive(v int) (float64, bool) { return float64(v), v > 0 }
 // NumFeatures is the length of the schema.
 const NumFeatures = len(schema)
 
+// At returns feature i, without the copy of the whole schema that Schema makes: the
+// recorder validates every sample on the request path.
+func At(i int) Feature { return schema[i] }
+
 // Schema returns the features in order.
 func Schema() []Feature { return append([]Feature(nil), schema[:]...) }
 

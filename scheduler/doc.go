@@ -4,7 +4,7 @@
 // a registry, so profiles live in configuration, in the manner of the kube-scheduler framework.
 //
 // Scheduling reads replica state from package pool and never does I/O or blocks, because it
-// runs on the request path. It may depend on pool, tokens and the standard library.
+// runs on the request path. Its dependencies are listed below.
 //
 // Allowed imports (checked by imports_test.go): pool, tokens, github.com/hashicorp/golang-lru/v2, github.com/prometheus/client_golang, k8s.io/utils.
 package scheduler

@@ -6,7 +6,7 @@
 // in-memory buffer and a background writer copies them to Postgres in batches, retrying while
 // the database is away and counting what it could not keep.
 //
-// It may depend on pgx and the Prometheus client; nothing on the request path waits on it.
+// Nothing on the request path waits on it; its dependencies are listed below.
 //
 // Allowed imports (checked by imports_test.go): models, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, k8s.io/apimachinery, k8s.io/utils.
 package store

@@ -111,7 +111,8 @@ func (s *Sample) Validate() error {
 	if s.SchemaVersion <= 0 {
 		return bad("schema_version", s.SchemaVersion)
 	}
-	for i, f := range models.Schema() {
+	for i := range models.NumFeatures {
+		f := models.At(i)
 		v, ok := s.Features.Get(i)
 		if ok && (math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > f.Max || (f.Kind == models.Int && v != math.Trunc(v))) {
 			return bad(f.Name, v)
@@ -158,7 +159,8 @@ func (s *Sample) values() []any {
 	out := make([]any, 0, len(headColumns)+models.NumFeatures+len(tailColumns))
 	out = append(out, s.Time, s.RequestID, s.Model, s.Objective, s.FairnessID, s.Stream, s.Replica, s.ReplicaAddress,
 		s.ReplicaClass, s.ServedByFallback, s.SchemaVersion)
-	for i, f := range models.Schema() {
+	for i := range models.NumFeatures {
+		f := models.At(i)
 		v, ok := s.Features.Get(i)
 		switch {
 		case !ok:

@@ -8,7 +8,7 @@
 // rotation, and the picker's in-flight accounting is updated at dispatch, first token and
 // completion. Network and decision latency are taken as zero.
 //
-// It may depend on sim, pool, scheduler, workload and report.
+// Requests go through the same lifecycle (package requestcontrol) as in the picker.
 //
 // Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, windtunnel/report, windtunnel/sim, windtunnel/workload.
 package virtual

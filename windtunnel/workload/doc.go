@@ -30,5 +30,5 @@
 // Dependencies: the standard library and package tokens only. It must not depend on the
 // picker, the simulator or the runner: all of them consume it.
 //
-// Allowed imports (checked by imports_test.go): tokens, windtunnel/sim.
+// Allowed imports (checked by imports_test.go): tokens.
 package workload
