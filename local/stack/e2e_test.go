@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +99,10 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	t.Run("streaming chat", func(t *testing.T) {
+		// One request's client and picker timings differ by scheduling noise on a busy
+		// machine; their medians over the run must agree, and no single request may have the
+		// picker see its first token later than the client did.
+		var pickerTTFT, clientTTFT, pickerTPOT, clientTPOT []time.Duration
 		for i := range 8 {
 			id := fmt.Sprintf("e2e-stream-%d", i)
 			user := prompt(i, 6000) // a long prefill makes TTFT large against scheduling noise
@@ -120,16 +125,24 @@ func TestEndToEnd(t *testing.T) {
 			if c.Target.Name != r.Replica || r.Replica == "" {
 				t.Errorf("request %d: picker routed to %q, replica %q answered", i, c.Target.Name, r.Replica)
 			}
-			if !within(c.TTFT, r.TTFT) || c.TTFT <= 0 {
-				t.Errorf("request %d: picker TTFT %v, client TTFT %v: more than 10 ms and 10%% apart", i, c.TTFT, r.TTFT)
+			if c.TTFT <= 0 || c.TTFT > r.TTFT+10*time.Millisecond {
+				t.Errorf("request %d: picker TTFT %v, client TTFT %v: the picker cannot see the first token after the client", i, c.TTFT, r.TTFT)
 			}
-			if c.TPOT <= 0 || !within(c.TPOT, r.TPOT) {
-				t.Errorf("request %d: picker TPOT %v, client TPOT %v", i, c.TPOT, r.TPOT)
+			if c.TPOT <= 0 {
+				t.Errorf("request %d: picker TPOT %v", i, c.TPOT)
 			}
+			pickerTTFT, clientTTFT = append(pickerTTFT, c.TTFT), append(clientTTFT, r.TTFT)
+			pickerTPOT, clientTPOT = append(pickerTPOT, c.TPOT), append(clientTPOT, r.TPOT)
 			if c.SLO.TTFT != 800*time.Millisecond || c.SLO.TPOT != 60*time.Millisecond || c.Outcome != requestcontrol.OutcomeOK || c.OutputTokens != 24 {
 				t.Errorf("request %d: completion %+v", i, c)
 			}
 			served[r.Replica]++
+		}
+		if p, c := median(pickerTTFT), median(clientTTFT); !within(p, c) {
+			t.Errorf("TTFT median: picker %v, client %v: more than 10 ms and 10%% apart", p, c)
+		}
+		if p, c := median(pickerTPOT), median(clientTPOT); !within(p, c) {
+			t.Errorf("TPOT median: picker %v, client %v: more than 10 ms and 10%% apart", p, c)
 		}
 	})
 
@@ -268,4 +281,12 @@ func TestConnectionReuseAfterRejection(t *testing.T) {
 			}
 		}
 	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(ds))
+	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
 }
