@@ -81,20 +81,28 @@ func (x *exchange) complete(now time.Time) {
 	x.end(now, outcome)
 }
 
-// finish runs when the stream ends: a routed request that did not complete was cancelled
-// (client gone, gateway error) and must still release its replica; what was measured of its
-// stream is kept.
+// finish runs when the stream ends: a routed request that did not complete was cut (the
+// client left, or its replica died) and must still release its replica; what was measured of
+// its stream is kept, and the lifecycle tells the two causes apart.
 func (x *exchange) finish() {
 	if x.done || x.flight == nil {
 		return
 	}
-	x.end(x.s.cfg.Clock.Now(), requestcontrol.OutcomeCancelled)
+	x.done = true
+	x.flight.Cut(x.s.cfg.Clock.Now(), x.observed(x.s.cfg.Clock.Now()), nil)
 }
 
 // end hands what the response showed to the lifecycle.
 func (x *exchange) end(now time.Time, outcome Outcome) {
 	x.done = true
-	e := requestcontrol.End{Outcome: outcome, Status: x.respStatus}
+	e := x.observed(now)
+	e.Outcome = outcome
+	x.flight.End(now, e)
+}
+
+// observed is what the response showed until now.
+func (x *exchange) observed(now time.Time) requestcontrol.End {
+	e := requestcontrol.End{Status: x.respStatus}
 	if x.sse {
 		x.reader.Close(now)
 		e.LastToken, e.OutputTokens = x.reader.LastToken, x.reader.OutputTokens()
@@ -102,7 +110,7 @@ func (x *exchange) end(now time.Time, outcome Outcome) {
 	} else if u, ok := parseCompletionUsage(x.respBody); ok {
 		e.Usage, e.HasUsage, e.OutputTokens = requestcontrol.Usage(u), true, u.CompletionTokens
 	}
-	x.flight.End(now, e)
+	return e
 }
 
 func destination(targets []scheduler.Candidate) string {

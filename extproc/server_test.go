@@ -47,6 +47,12 @@ func newHarness(t testing.TB, n int) *harness {
 // newHarnessProfile is newHarness scheduling with the profile pc, two fallbacks.
 func newHarnessProfile(t testing.TB, n int, pc scheduler.ProfileConfig) *harness {
 	t.Helper()
+	return newHarnessWith(t, n, pc, nil)
+}
+
+// newHarnessWith is newHarnessProfile with the director's configuration adjusted by edit.
+func newHarnessWith(t testing.TB, n int, pc scheduler.ProfileConfig, edit func(*requestcontrol.Config)) *harness {
+	t.Helper()
 	h := &harness{t: t, clk: clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), compl: make(chan requestcontrol.Completion, 100)}
 	h.pool = pool.New(h.clk, 0)
 	var eps []pool.Endpoint
@@ -66,13 +72,17 @@ func newHarnessProfile(t testing.TB, n int, pc scheduler.ProfileConfig) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := requestcontrol.New(requestcontrol.Config{Pool: h.pool, Scheduler: sched, Clock: h.clk,
+	dcfg := requestcontrol.Config{Pool: h.pool, Scheduler: sched, Clock: h.clk,
 		Observers: []requestcontrol.Observer{requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
 			select {
 			case h.compl <- c:
 			default: // benchmarks complete more requests than anyone reads
 			}
-		})}})
+		})}}
+	if edit != nil {
+		edit(&dcfg)
+	}
+	dir := requestcontrol.New(dcfg)
 	h.srv = NewServer(Config{Pool: h.pool, Director: dir, Clock: h.clk, MaxBodyBytes: 1 << 16, Log: slog.New(slog.DiscardHandler)})
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer()

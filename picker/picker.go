@@ -62,6 +62,8 @@ type Picker struct {
 	db *pgxpool.Pool
 	// Recorder records every routed request to Postgres; nil without a database URL.
 	Recorder *store.Recorder
+	// scraper keeps replica metrics fresh; the lifecycle probes with it too.
+	scraper *pool.Scraper
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -121,12 +123,15 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		observers = append(observers, Recording(rec))
 	}
 	observers = append(observers, opts.Observers...)
-	dir := requestcontrol.New(requestcontrol.Config{Pool: p, Scheduler: sched, Clock: opts.Clock, Observers: observers})
+	scraper := &pool.Scraper{Pool: p, Clock: opts.Clock, Interval: cfg.ScrapeInterval.Duration,
+		Timeout: cfg.ScrapeTimeout.Duration, Log: opts.Log}
+	dir := requestcontrol.New(requestcontrol.Config{Pool: p, Scheduler: sched, Clock: opts.Clock, Observers: observers,
+		Probe: scraper.Probe, ProbeTimeout: cfg.ScrapeTimeout.Duration})
 	srv := extproc.NewServer(extproc.Config{
 		Pool: p, Director: dir, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes, Metrics: metrics, Log: opts.Log,
 	})
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
-		reloadMetrics: rm, source: source, db: db, Recorder: rec}, nil
+		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper}, nil
 }
 
 // handle is what the picker's scheduling plugins get from it.
@@ -178,8 +183,7 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		(&pool.Scraper{Pool: p.Pool, Clock: p.opts.Clock, Interval: p.cfg.ScrapeInterval.Duration,
-			Timeout: p.cfg.ScrapeTimeout.Duration, Log: p.opts.Log}).Run(runCtx)
+		p.scraper.Run(runCtx)
 	}()
 	go func() {
 		defer wg.Done()

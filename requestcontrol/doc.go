@@ -7,5 +7,5 @@
 // Protocol adapters drive it: extproc for Envoy's ext_proc stream, windtunnel/virtual on a
 // virtual clock. Neither keeps lifecycle logic of its own. Nothing here blocks or does I/O.
 //
-// Allowed imports (checked by imports_test.go): scheduler, pool, models, k8s.io/utils.
+// Allowed imports (checked by imports_test.go): scheduler, pool, models, golang.org/x/sync, k8s.io/utils.
 package requestcontrol

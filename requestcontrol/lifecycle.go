@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/models"
@@ -41,17 +42,35 @@ type Config struct {
 	// Admitter decides admission; nil admits every request at once.
 	Admitter  Admitter
 	Observers []Observer
+	// Probe checks a replica now (pool.Scraper.Probe), taking it out of rotation when it
+	// fails. A response cut before its end is an upstream error when the probe of its replica
+	// fails (the replica died), a cancel when it passes (the client left). nil: every cut is a
+	// cancel.
+	Probe func(ctx context.Context, r *pool.Replica) error
+	// ProbeTimeout bounds a probe; 0 means DefaultProbeTimeout.
+	ProbeTimeout time.Duration
 }
+
+// DefaultProbeTimeout bounds the probe of a replica whose response was cut: a dead replica
+// refuses connections at once, a live one answers its metrics within milliseconds, and one
+// that answers neither within this is treated as dead.
+const DefaultProbeTimeout = time.Second
 
 // Director runs requests through their lifecycle. It is safe for concurrent use.
 type Director struct {
 	cfg Config
+	// probes shares one probe among the requests of a replica cut at the same time (a crash
+	// cuts all of them), so a crash costs one scrape, not one per request.
+	probes singleflight.Group
 }
 
 // New returns a director.
 func New(cfg Config) *Director {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
 	return &Director{cfg: cfg}
 }
@@ -233,6 +252,39 @@ func (f *Flight) End(now time.Time, e End) bool {
 		o.Observe(c)
 	}
 	return true
+}
+
+// Cut ends a flight whose response stopped before its end (the gateway reset the stream): e
+// is what was observed until then, its Outcome ignored. Without a probe the flight ends at
+// once as cancelled. With one, the replica that served is probed off the request path and the
+// flight ends when the probe answers: upstream_error if the replica failed it, cancelled if
+// not. done, when not nil, runs after the flight ended.
+func (f *Flight) Cut(now time.Time, e End, done func()) {
+	e.Outcome = OutcomeCancelled
+	probe := f.d.cfg.Probe
+	r := f.Served()
+	if probe == nil || r == nil {
+		f.End(now, e)
+		if done != nil {
+			done()
+		}
+		return
+	}
+	// Joined here, not in the goroutine, so that cuts made while a probe is running share it.
+	res := f.d.probes.DoChan(r.Name, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), f.d.cfg.ProbeTimeout)
+		defer cancel()
+		return nil, probe(ctx, r)
+	})
+	go func() {
+		if (<-res).Err != nil {
+			e.Outcome = OutcomeUpstreamError
+		}
+		f.End(now, e)
+		if done != nil {
+			done()
+		}
+	}()
 }
 
 // TPOT is the time per output token of a stream whose first and last tokens arrived at first

@@ -197,3 +197,7 @@ func RejectionOf(err error) (*Rejection, bool) {
 // ErrNoEndpoints means no replica may serve the request: none is ready, or the gateway's
 // subset hint matched none.
 var ErrNoEndpoints = Reject(503, "rejected-no-endpoints", "no ready endpoint")
+
+// ErrModelNotFound means every replica lists the models it serves and none lists the
+// requested one: a replica would answer 404, so the picker does without routing.
+var ErrModelNotFound = Reject(404, "model-not-found", "model not found")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -104,7 +105,17 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 	}()
 
 	cands := sc.cands[:0]
+	// A replica that lists its models and not this one would answer 404; one whose models are
+	// not known yet may serve it. The model exists when some replica, ready or not, serves it
+	// or might.
+	modelExists := req.Model == ""
 	for _, r := range s.pool.Replicas() {
+		if req.Model != "" {
+			if serves, known := r.Serves(req.Model); known && !serves {
+				continue
+			}
+			modelExists = true
+		}
 		if !s.pool.Fresh(r) {
 			continue
 		}
@@ -116,6 +127,9 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 	}
 	sc.cands = cands
 	if len(cands) == 0 {
+		if !modelExists && len(s.pool.Replicas()) > 0 {
+			return Result{}, s.modelNotFound(req.Model)
+		}
 		if subset != nil {
 			return Result{}, fmt.Errorf("%w: subset hint %v matched no ready endpoint", ErrNoEndpoints, subset)
 		}
@@ -156,6 +170,23 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 		res.Targets[i] = cands[idx]
 	}
 	return res, nil
+}
+
+// modelNotFound is the refusal of a request for a model no replica serves; it names the
+// models that are served so that a client sees its typo. It runs only on that refusal, so
+// its allocations do not weigh on requests that are served.
+func (s *Scheduler) modelNotFound(model string) error {
+	var served []string
+	for _, r := range s.pool.Replicas() {
+		ms, _ := r.Models()
+		for _, m := range ms {
+			if !slices.Contains(served, m) {
+				served = append(served, m)
+			}
+		}
+	}
+	slices.Sort(served)
+	return fmt.Errorf("%w: model %q is not served here (served: %s)", ErrModelNotFound, model, strings.Join(served, ", "))
 }
 
 func grow(b []float64, n int) []float64 {

@@ -39,6 +39,8 @@ type Replica struct {
 	Name    string
 	Address string
 	Engine  *sim.Engine
+
+	srv *http.Server
 }
 
 // Stack is a running stack. Close stops it.
@@ -100,9 +102,9 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			return fail(fmt.Errorf("replica %s: %w", name, err))
 		}
 		s.goRun(func() error { return eng.Run(runCtx) })
-		s.serveHTTP(ln, srv)
+		hs := s.serveHTTP(ln, srv)
 		addr := ln.Addr().String()
-		s.Replicas = append(s.Replicas, Replica{Name: name, Address: addr, Engine: eng})
+		s.Replicas = append(s.Replicas, Replica{Name: name, Address: addr, Engine: eng, srv: hs})
 		eps = append(eps, pool.Endpoint{Name: name, Address: addr, Class: cfg.Profile})
 	}
 
@@ -166,10 +168,17 @@ func (s *Stack) goRun(f func() error) {
 	}()
 }
 
-func (s *Stack) serveHTTP(ln net.Listener, h http.Handler) {
+func (s *Stack) serveHTTP(ln net.Listener, h http.Handler) *http.Server {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	s.servers = append(s.servers, srv)
 	s.goRun(func() error { return srv.Serve(ln) })
+	return srv
+}
+
+// Crash stops replica i as a crashed process would: its connections are cut mid-response and
+// its port refuses new ones. The engine keeps running; nothing reaches it.
+func (s *Stack) Crash(i int) {
+	_ = s.Replicas[i].srv.Close()
 }
 
 // Close stops every component and returns the errors they ended with, if any.
