@@ -12,8 +12,8 @@
 //
 // Counting follows package tokens, the rule the picker uses too: a text prompt is
 // ceil(bytes/4) tokens, a token-id prompt one token per id, and a chat is rendered with
-// tokens.RenderChat before counting and hashing (list-of-parts content becomes its text parts
-// joined by "\n"). Prefix-cache blocks are 16 tokens, i.e. 64 bytes of the rendered prompt or
+// tokens.RenderChat before counting and hashing (content is read by tokens.ContentText, as
+// the picker reads it: list-of-parts content becomes its text parts joined by "\n"). Prefix-cache blocks are 16 tokens, i.e. 64 bytes of the rendered prompt or
 // 16 ids; only full blocks are cached, and the block holding the last prompt token is always
 // recomputed, so at most floor((prompt-1)/16)*16 tokens hit.
 //
