@@ -7,6 +7,11 @@
 // parts) to the text rendered, for both. Real tokenizers differ per model; what matters for
 // routing is that the estimate is cheap, deterministic and identical on both sides.
 //
+// The echo rule (EchoText, EchoPieces) is the text the simulator generates for n tokens: its
+// source cut into 4-byte tokens and repeated. It lives here, beside the rule it is made of,
+// because the workloads must predict that text exactly (a conversation resends it as history)
+// without depending on the simulator.
+//
 // It depends on the standard library only.
 //
 // Allowed imports (checked by imports_test.go): none.

@@ -21,11 +21,14 @@
 //
 // The simulator always generates exactly max_tokens tokens (64 when the request names
 // neither max_tokens nor max_completion_tokens; ignore_eos is implied). The text echoes the
-// last user message (chat) or the prompt (completions; FallbackEchoSource for token ids),
-// cut at rune boundaries into pieces of at most 4 bytes, each padded with spaces to exactly
-// 4 bytes, repeated cyclically. Every generated token is one 4-byte piece, so
-// tokens.Count(text) equals completion_tokens and every streamed delta is valid UTF-8.
-// EchoText computes the expected text for tests.
+// last non-empty user message (chat) or the prompt (completions; tokens.EchoFallback for
+// token ids, and for a chat without user text) by the echo rule of package tokens
+// (tokens.EchoText): cut at rune boundaries into pieces of at most 4 bytes, each padded with
+// spaces to exactly 4 bytes, repeated cyclically. Every generated token is one 4-byte piece,
+// so tokens.Count(text) equals completion_tokens and every streamed delta is valid UTF-8.
+// The rule lives in package tokens so that the workloads, which resend the generated text
+// as history, predict it with the same function; tokens.EchoText also computes the expected
+// text for tests.
 //
 // # Latency model
 //

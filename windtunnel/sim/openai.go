@@ -116,7 +116,7 @@ func (r *apiRequest) completionInputs() ([]promptInput, error) {
 		if len(ids) == 0 {
 			return badRequest("prompt must not be empty")
 		}
-		out = append(out, promptInput{prompt: TokenIDPrompt(ids), echo: FallbackEchoSource})
+		out = append(out, promptInput{prompt: TokenIDPrompt(ids), echo: tokens.EchoFallback})
 		return nil
 	}
 	if raw[0] == '"' {
