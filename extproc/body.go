@@ -57,11 +57,6 @@ type rawMessage struct {
 	Content json.RawMessage `json:"content"`
 }
 
-type rawPart struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
 // maxOutputTokens bounds max_tokens; anything larger is a client mistake, not a request.
 const maxOutputTokens = 1 << 24
 
@@ -134,7 +129,8 @@ func (b *Body) parseMessages(data json.RawMessage) error {
 		if m.Role == "" {
 			return bodyErrorf("messages[%d] has no \"role\"", i)
 		}
-		text, err := contentText(m.Content)
+		// The simulator reads content with the same function, so both count the same text.
+		text, err := tokens.ContentText(m.Content)
 		if err != nil {
 			return bodyErrorf("messages[%d].content: %s", i, err.Error())
 		}
@@ -142,44 +138,6 @@ func (b *Body) parseMessages(data json.RawMessage) error {
 	}
 	b.PromptTokens = tokens.CountBytes(b.Prompt)
 	return nil
-}
-
-// contentText returns a message's text: a string, or the text parts of a list of parts.
-// Non-text parts (images, audio) are not counted; null content (assistant tool calls) is "".
-func contentText(c json.RawMessage) (string, error) {
-	c = bytes.TrimSpace(c)
-	if isNull(c) {
-		return "", nil
-	}
-	switch c[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(c, &s); err != nil {
-			return "", fmt.Errorf("invalid string: %s", jsonErrText(err))
-		}
-		return s, nil
-	case '[':
-		var parts []rawPart
-		if err := json.Unmarshal(c, &parts); err != nil {
-			return "", fmt.Errorf("must be a string or a list of parts: %s", jsonErrText(err))
-		}
-		// Text parts are joined with newlines, as vLLM's chat templates join them and as the
-		// simulator does, so both sides count the same text.
-		var sb strings.Builder
-		n := 0
-		for _, p := range parts {
-			if p.Type == "text" {
-				if n > 0 {
-					sb.WriteByte('\n')
-				}
-				sb.WriteString(p.Text)
-				n++
-			}
-		}
-		return sb.String(), nil
-	default:
-		return "", fmt.Errorf("must be a string or a list of parts")
-	}
 }
 
 func (b *Body) parsePrompt(data json.RawMessage) error {

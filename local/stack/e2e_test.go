@@ -14,7 +14,7 @@ import (
 
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/requestcontrol"
-	"github.com/augur-llm/augur/windtunnel/sim"
+	"github.com/augur-llm/augur/tokens"
 )
 
 type observed struct {
@@ -114,7 +114,7 @@ func TestEndToEnd(t *testing.T) {
 			if r.Err != nil {
 				t.Fatalf("request %d: %v", i, r.Err)
 			}
-			if want := sim.EchoText(user, 24); r.Content != want {
+			if want := tokens.EchoText(user, 24); r.Content != want {
 				t.Fatalf("request %d: content %q, want %q", i, r.Content, want)
 			}
 			if r.CompletionTokens != 24 || r.PromptTokens < 6000 {
@@ -154,7 +154,7 @@ func TestEndToEnd(t *testing.T) {
 				Model: "sim-llama-8b", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(user)},
 				MaxCompletionTokens: openai.Int(10),
 			}, option.WithHeader("x-request-id", id), option.WithHeader("x-llm-d-slo-ttft-ms", "2000"))
-			if r.Err != nil || r.Content != sim.EchoText(user, 10) || r.CompletionTokens != 10 {
+			if r.Err != nil || r.Content != tokens.EchoText(user, 10) || r.CompletionTokens != 10 {
 				t.Fatalf("chat %d: %+v", i, r)
 			}
 			c := obs.wait(t, id)
@@ -168,7 +168,7 @@ func TestEndToEnd(t *testing.T) {
 			r = Complete(ctx, client, openai.CompletionNewParams{
 				Model: "sim-llama-8b", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(text)}, MaxTokens: openai.Int(5),
 			}, option.WithHeader("x-request-id", id))
-			if r.Err != nil || r.Content != sim.EchoText(text, 5) {
+			if r.Err != nil || r.Content != tokens.EchoText(text, 5) {
 				t.Fatalf("completion %d: %+v", i, r)
 			}
 			if c := obs.wait(t, id); c.Target.Name != r.Replica {
@@ -276,7 +276,7 @@ func TestConnectionReuseAfterRejection(t *testing.T) {
 			}
 		default:
 			r = Chat(context.Background(), client, params)
-			if r.Err != nil || r.Content != sim.EchoText("hi", 2) {
+			if r.Err != nil || r.Content != tokens.EchoText("hi", 2) {
 				t.Fatalf("request %d: %+v", i, r)
 			}
 		}

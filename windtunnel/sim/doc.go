@@ -12,8 +12,8 @@
 //
 // Counting follows package tokens, the rule the picker uses too: a text prompt is
 // ceil(bytes/4) tokens, a token-id prompt one token per id, and a chat is rendered with
-// tokens.RenderChat before counting and hashing (list-of-parts content becomes its text parts
-// joined by "\n"). Prefix-cache blocks are 16 tokens, i.e. 64 bytes of the rendered prompt or
+// tokens.RenderChat before counting and hashing (content is read by tokens.ContentText, as
+// the picker reads it: list-of-parts content becomes its text parts joined by "\n"). Prefix-cache blocks are 16 tokens, i.e. 64 bytes of the rendered prompt or
 // 16 ids; only full blocks are cached, and the block holding the last prompt token is always
 // recomputed, so at most floor((prompt-1)/16)*16 tokens hit.
 //
@@ -21,11 +21,14 @@
 //
 // The simulator always generates exactly max_tokens tokens (64 when the request names
 // neither max_tokens nor max_completion_tokens; ignore_eos is implied). The text echoes the
-// last user message (chat) or the prompt (completions; FallbackEchoSource for token ids),
-// cut at rune boundaries into pieces of at most 4 bytes, each padded with spaces to exactly
-// 4 bytes, repeated cyclically. Every generated token is one 4-byte piece, so
-// tokens.Count(text) equals completion_tokens and every streamed delta is valid UTF-8.
-// EchoText computes the expected text for tests.
+// last non-empty user message (chat) or the prompt (completions; tokens.EchoFallback for
+// token ids, and for a chat without user text) by the echo rule of package tokens
+// (tokens.EchoText): cut at rune boundaries into pieces of at most 4 bytes, each padded with
+// spaces to exactly 4 bytes, repeated cyclically. Every generated token is one 4-byte piece,
+// so tokens.Count(text) equals completion_tokens and every streamed delta is valid UTF-8.
+// The rule lives in package tokens so that the workloads, which resend the generated text
+// as history, predict it with the same function; tokens.EchoText also computes the expected
+// text for tests.
 //
 // # Latency model
 //

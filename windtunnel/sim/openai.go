@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/augur-llm/augur/tokens"
 )
@@ -85,7 +84,7 @@ func (r *apiRequest) chatInput() (promptInput, error) {
 		if m.Role == "" {
 			return promptInput{}, badRequest("messages[%d].role is required", i)
 		}
-		text, err := messageText(m.Content)
+		text, err := tokens.ContentText(m.Content)
 		if err != nil {
 			return promptInput{}, badRequest("messages[%d].content: %v", i, err)
 		}
@@ -95,40 +94,6 @@ func (r *apiRequest) chatInput() (promptInput, error) {
 		}
 	}
 	return promptInput{prompt: TextPrompt(tokens.RenderChat(msgs)), echo: echo}, nil
-}
-
-// messageText reduces a message's content to text: a string as is; a list of parts as its
-// text parts joined by newlines (as vLLM does for string-format chat templates), other part
-// types ignored; null (an assistant turn with only tool calls) as empty.
-func messageText(raw json.RawMessage) (string, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
-	}
-	switch raw[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", fmt.Errorf("decoding string: %w", err)
-		}
-		return s, nil
-	case '[':
-		var parts []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		}
-		if err := json.Unmarshal(raw, &parts); err != nil {
-			return "", fmt.Errorf("decoding parts: %w", err)
-		}
-		var texts []string
-		for _, p := range parts {
-			if p.Type == "text" {
-				texts = append(texts, p.Text)
-			}
-		}
-		return strings.Join(texts, "\n"), nil
-	}
-	return "", errors.New("must be a string or a list of parts")
 }
 
 // completionInputs reads prompt: a string, a list of strings, a list of token ids, or a list
@@ -151,7 +116,7 @@ func (r *apiRequest) completionInputs() ([]promptInput, error) {
 		if len(ids) == 0 {
 			return badRequest("prompt must not be empty")
 		}
-		out = append(out, promptInput{prompt: TokenIDPrompt(ids), echo: FallbackEchoSource})
+		out = append(out, promptInput{prompt: TokenIDPrompt(ids), echo: tokens.EchoFallback})
 		return nil
 	}
 	if raw[0] == '"' {

@@ -14,6 +14,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/augur-llm/augur/tokens"
 )
 
 // HeaderReplica names the response header that carries the serving replica's name.
@@ -343,7 +345,7 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, g *generati
 	}
 	choices := make([]choice, len(ps))
 	for i, p := range ps {
-		text := EchoText(g.inputs[i].echo, p.Generated)
+		text := tokens.EchoText(g.inputs[i].echo, p.Generated)
 		choices[i] = choice{Index: i, FinishReason: "length"}
 		if g.chat {
 			choices[i].Message = &message{Role: "assistant", Content: text}
@@ -408,7 +410,7 @@ type echoTokens struct {
 }
 
 func newEchoTokens(source string) echoTokens {
-	pieces := echoPieces(source)
+	pieces := tokens.EchoPieces(source)
 	et := echoTokens{text: make([]byte, 0, len(pieces)*4), off: make([]int, 1, len(pieces)+1)}
 	for _, p := range pieces {
 		et.text = appendEscaped(et.text, p)

@@ -153,7 +153,7 @@ func TestChatStreamingFollowsEchoRuleAndInterval(t *testing.T) {
 			t.Errorf("chunk %d finish_reason %v", i, fr)
 		}
 	}
-	if want := EchoText(user, 11); content.String() != want {
+	if want := tokens.EchoText(user, 11); content.String() != want {
 		t.Errorf("content %q, want %q", content.String(), want)
 	}
 	if want := []int{1, 3, 3, 3, 1}; !equalInts(sizes, want) {
@@ -180,7 +180,7 @@ func TestCompletionStreamingWithoutUsage(t *testing.T) {
 		}
 		got.WriteString(*c.Choices[0].Text)
 	}
-	if want := EchoText("The quick brown fox", 7); got.String() != want {
+	if want := tokens.EchoText("The quick brown fox", 7); got.String() != want {
 		t.Errorf("text %q, want %q", got.String(), want)
 	}
 }
@@ -193,7 +193,7 @@ func TestCompletionBatchAndTokenIDs(t *testing.T) {
 	for _, c := range chunks[:len(chunks)-1] {
 		texts[c.Choices[0].Index] += *c.Choices[0].Text
 	}
-	if texts[0] != EchoText("alpha", 5) || texts[1] != EchoText("beta gamma", 5) {
+	if texts[0] != tokens.EchoText("alpha", 5) || texts[1] != tokens.EchoText("beta gamma", 5) {
 		t.Errorf("texts %v", texts)
 	}
 	u := chunks[len(chunks)-1].Usage
@@ -210,7 +210,7 @@ func TestCompletionBatchAndTokenIDs(t *testing.T) {
 	}
 	resp = post(t, ts.URL+"/v1/completions", `{"model":"sim-test","prompt":[1,2,3,4,5],"max_tokens":3}`)
 	decode(t, resp, 200, &out)
-	if out.Object != "text_completion" || out.Choices[0].Text != EchoText(FallbackEchoSource, 3) || out.Usage.PromptTokens != 5 {
+	if out.Object != "text_completion" || out.Choices[0].Text != tokens.EchoText(tokens.EchoFallback, 3) || out.Usage.PromptTokens != 5 {
 		t.Errorf("token-id completion: %+v", out)
 	}
 	resp = post(t, ts.URL+"/v1/completions", `{"model":"sim-test","prompt":[[1,2],[3,4,5]],"max_tokens":2}`)
@@ -245,7 +245,7 @@ func TestNonStreamingResponses(t *testing.T) {
 		chat.Choices[0].FinishReason != "length" {
 		t.Errorf("chat: %+v", chat)
 	}
-	if chat.Choices[0].Message.Content != EchoText(long, DefaultMaxTokens) {
+	if chat.Choices[0].Message.Content != tokens.EchoText(long, DefaultMaxTokens) {
 		t.Errorf("content does not follow the echo rule: %q", chat.Choices[0].Message.Content)
 	}
 	if u := chat.Usage; u.PromptTokens != tokens.CountBytes(rendered) || u.CompletionTokens != DefaultMaxTokens ||
@@ -391,5 +391,15 @@ func TestClientDisconnectFreesTheRequest(t *testing.T) {
 	}
 	if s := e.Snapshot(); s.FreeBlocks != s.NumGPUBlocks-1 {
 		t.Errorf("free blocks %d of %d after disconnect", s.FreeBlocks, s.NumGPUBlocks-1)
+	}
+}
+
+func TestAppendEscapedMatchesJSON(t *testing.T) {
+	s := "q\"b\\n\n\r\t\x01\x1f<>&é😀"
+	got := string(appendJSONString(nil, s))
+	// encoding/json also escapes HTML characters, which JSON does not require.
+	want := strings.NewReplacer(`\u003c`, "<", `\u003e`, ">", `\u0026`, "&").Replace(jsonString(s))
+	if got != want {
+		t.Errorf("escaped %s, want %s", got, want)
 	}
 }

@@ -127,7 +127,7 @@ func (g *Agentic) Next() (Request, bool) {
 		// The task stays the last user message (tool results have their own role), so it is
 		// what the simulator echoes for every call.
 		s.history = append(s.history,
-			tokens.Message{Role: "assistant", Text: echoText(s.task, out)},
+			tokens.Message{Role: "assistant", Text: tokens.EchoText(s.task, out)},
 			tokens.Message{Role: "tool", Text: randomText(g.rng, uniformInt(g.rng, g.o.MinResult, g.o.MaxResult))})
 		g.q.requeue(s, expDuration(g.rng, g.o.ToolTimeMean))
 	}

@@ -23,12 +23,14 @@
 // role markers to the count.
 //
 // Where a session resends history (multi-turn chat, agent loops), the assistant turns in it
-// are the text the simulator generates for that turn (package sim echoes the last user
-// message, cut into four-byte pieces), so that, as with a real client, the history resent is
-// what the replica produced and prefix caching across turns behaves as in production.
+// are the text the simulator generates for that turn: tokens.EchoText of the last user
+// message, the echo rule package sim generates by, so that, as with a real client, the
+// history resent is what the replica produced and prefix caching across turns behaves as in
+// production. A test serves the sessions with a real simulator and compares.
 //
 // Dependencies: the standard library and package tokens only. It must not depend on the
-// picker, the simulator or the runner: all of them consume it.
+// picker, the simulator or the runner: all of them consume it (its tests may run the
+// simulator).
 //
 // Allowed imports (checked by imports_test.go): tokens.
 package workload

@@ -212,7 +212,7 @@ func TestMultiTurnConversations(t *testing.T) {
 				// user turn echoed for max_tokens tokens.
 				prevTurn := turns[k-1]
 				answer := r.Messages[len(r.Messages)-2]
-				if answer.Role != "assistant" || answer.Text != echoText(prevTurn.Messages[len(prevTurn.Messages)-1].Text, prevTurn.MaxTokens) {
+				if answer.Role != "assistant" || answer.Text != tokens.EchoText(prevTurn.Messages[len(prevTurn.Messages)-1].Text, prevTurn.MaxTokens) {
 					t.Fatalf("%s turn %d: the history's answer is not the echoed previous turn", id, k)
 				}
 			}

@@ -117,7 +117,7 @@ func (g *MultiTurn) Next() (Request, bool) {
 	g.seq++
 	s.turn++
 	if s.turn < s.turns {
-		s.history = append(s.history, tokens.Message{Role: "assistant", Text: echoText(user, answer)})
+		s.history = append(s.history, tokens.Message{Role: "assistant", Text: tokens.EchoText(user, answer)})
 		g.q.requeue(s, expDuration(g.rng, g.o.ThinkMean))
 	}
 	return r, true

@@ -84,25 +84,6 @@ func TestBody(t *testing.T) {
 	}
 }
 
-func TestEchoText(t *testing.T) {
-	for _, tc := range []struct {
-		src  string
-		n    int
-		want string
-	}{
-		{" abc def", 1, " abc"},
-		{" abc def", 2, " abc def"},
-		{" abc def", 5, " abc def abc def abc"},
-		{"", 2, "echoecho"},
-		{"ab", 2, "ab  ab  "},
-		{" abc", 0, ""},
-	} {
-		if got := echoText(tc.src, tc.n); got != tc.want {
-			t.Errorf("echoText(%q, %d) = %q, want %q", tc.src, tc.n, got, tc.want)
-		}
-	}
-}
-
 func TestRequestID(t *testing.T) {
 	if got := requestID("sp", 123); got != "sp-000123" {
 		t.Errorf("requestID = %q", got)

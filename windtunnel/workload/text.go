@@ -2,7 +2,6 @@ package workload
 
 import (
 	"math/rand/v2"
-	"strings"
 
 	"github.com/augur-llm/augur/tokens"
 )
@@ -33,34 +32,6 @@ func appendWords(dst []byte, r *rand.Rand, n int) []byte {
 // randomText returns n tokens of random words.
 func randomText(r *rand.Rand, n int) string {
 	return string(appendWords(make([]byte, 0, n*tokens.BytesPerToken), r, n))
-}
-
-// echoText is what the simulator generates for n tokens when it echoes source: source cut
-// into four-byte pieces, repeated cyclically. It assumes what this package generates, ASCII
-// text whose length is a multiple of four bytes, for which the simulator's rune-aware cutting
-// and padding reduce to plain repetition.
-func echoText(source string, n int) string {
-	if n <= 0 {
-		return ""
-	}
-	if source == "" {
-		source = "echo" // the simulator's fallback source
-	}
-	if pad := len(source) % tokens.BytesPerToken; pad != 0 {
-		// Not text from this package; pad so that the token count stays exact.
-		source += strings.Repeat(" ", tokens.BytesPerToken-pad)
-	}
-	size := n * tokens.BytesPerToken
-	if size <= len(source) {
-		return source[:size] // shares the source's memory, which the history holds anyway
-	}
-	var b strings.Builder
-	b.Grow(size)
-	for b.Len()+len(source) <= size {
-		b.WriteString(source)
-	}
-	b.WriteString(source[:size-b.Len()])
-	return b.String()
 }
 
 // uniformInt draws an integer uniformly from [lo, hi].
