@@ -101,6 +101,10 @@ type Replica struct {
 	metrics  atomic.Pointer[Metrics]
 	failing  atomic.Bool // last scrape failed
 	models   atomic.Pointer[modelState]
+	// scrapeStarted numbers scrapes as they start; scrapeApplied is the number of the latest
+	// one whose result was recorded. A scrape that finishes after a later one (a periodic
+	// scrape begun before a crash, overtaken by the probe that found the crash) is dropped.
+	scrapeStarted, scrapeApplied atomic.Int64
 
 	requests      atomic.Int64
 	prefillTokens atomic.Int64
@@ -140,6 +144,20 @@ func (r *Replica) SetMetrics(m Metrics) {
 // ScrapeFailed records that a scrape did not succeed: the replica is out of rotation until a
 // scrape succeeds. The last metrics stay, for inspection.
 func (r *Replica) ScrapeFailed() { r.failing.Store(true) }
+
+// claimResult reports whether the result of scrape number seq may be recorded: no scrape that
+// started later has recorded its own.
+func (r *Replica) claimResult(seq int64) bool {
+	for {
+		cur := r.scrapeApplied.Load()
+		if cur > seq {
+			return false
+		}
+		if r.scrapeApplied.CompareAndSwap(cur, seq) {
+			return true
+		}
+	}
+}
 
 // Failing reports whether the replica's last scrape failed.
 func (r *Replica) Failing() bool { return r.failing.Load() }

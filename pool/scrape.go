@@ -167,12 +167,16 @@ func (s *Scraper) Probe(ctx context.Context, r *Replica) error {
 
 // scrape reads r's metrics once and records the result; the path shared by Run and Probe.
 func (s *Scraper) scrape(ctx context.Context, r *Replica) error {
+	seq := r.scrapeStarted.Add(1)
 	m, err := s.fetchMetrics(ctx, r)
+	if err != nil && ctx.Err() != nil {
+		// The caller gave up (shutdown, a client gone): that says nothing about the replica.
+		return err
+	}
+	if !r.claimResult(seq) {
+		return err // a scrape that started later already told the replica's state
+	}
 	if err != nil {
-		if ctx.Err() != nil {
-			// The caller gave up (shutdown, a client gone): that says nothing about the replica.
-			return err
-		}
 		if !r.failing.Swap(true) {
 			s.log().Warn("replica failing; out of rotation until a scrape succeeds", "replica", r.Name, "err", err)
 		}

@@ -62,7 +62,9 @@ type replicaServer struct {
 	srv  *httptest.Server
 
 	mu           sync.Mutex
-	mode         string // "ok", "500", "garbage", "hang"
+	mode         string // "ok", "500", "garbage", "hang", "gate"
+	gate         chan struct{} // mode "gate": answers ok once closed
+	entered      chan struct{} // mode "gate": receives each request as it arrives
 	models       []string
 	modelsStatus int
 	modelsReads  atomic.Int64
@@ -83,7 +85,7 @@ func (s *replicaServer) set(f func(s *replicaServer)) {
 
 func (s *replicaServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	mode, models, status := s.mode, slices.Clone(s.models), s.modelsStatus
+	mode, models, status, gate, entered := s.mode, slices.Clone(s.models), s.modelsStatus, s.gate, s.entered
 	s.mu.Unlock()
 	if r.URL.Path == "/v1/models" {
 		s.modelsReads.Add(1)
@@ -108,6 +110,10 @@ func (s *replicaServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("not metrics {{{"))
 	case "hang":
 		<-r.Context().Done()
+	case "gate":
+		entered <- struct{}{}
+		<-gate
+		_, _ = w.Write([]byte(vllmText))
 	default:
 		_, _ = w.Write([]byte(vllmText))
 	}
@@ -291,6 +297,45 @@ func TestProbeCancelledChangesNothing(t *testing.T) {
 	}
 	if !p.Fresh(r) || r.Failing() {
 		t.Fatal("a cancelled probe took the replica out of rotation")
+	}
+}
+
+// TestOvertakenScrapeIsDropped: a scrape begun before a replica failed and answered after a
+// later scrape found the failure must not bring the replica back.
+func TestOvertakenScrapeIsDropped(t *testing.T) {
+	srv := newReplicaServer(t)
+	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	p := newTestPool(t, clk, Endpoint{Name: "a", Address: srv.addr, Models: []string{"m"}})
+	r := p.Replicas()[0]
+	sc := &Scraper{Pool: p, Clock: clk, Log: slog.New(slog.DiscardHandler)}
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
+	srv.set(func(s *replicaServer) { s.mode, s.gate, s.entered = "gate", gate, entered })
+	slow := make(chan error, 1)
+	go func() { slow <- sc.Probe(context.Background(), r) }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first scrape never reached the replica")
+	}
+	srv.set(func(s *replicaServer) { s.mode = "500" })
+	if err := sc.Probe(context.Background(), r); err == nil {
+		t.Fatal("the second scrape succeeded against a failing replica")
+	}
+	close(gate)
+	select {
+	case err := <-slow:
+		if err != nil {
+			t.Fatalf("the first scrape: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first scrape never returned")
+	}
+	if !r.Failing() || p.Fresh(r) {
+		t.Fatal("a scrape overtaken by a failed one brought the replica back into rotation")
+	}
+	srv.set(func(s *replicaServer) { s.mode = "ok" })
+	if err := sc.Probe(context.Background(), r); err != nil || r.Failing() {
+		t.Fatalf("a later successful scrape did not bring it back: %v", err)
 	}
 }
 
