@@ -368,6 +368,7 @@ func TestBadRequests(t *testing.T) {
 		{"non-numeric", []string{"x-slo-ttft-ms", "fast"}, chatBody, 400, "not a number"},
 		{"nan", []string{"x-llm-d-slo-tpot-ms", "NaN"}, chatBody, 400, "x-llm-d-slo-tpot-ms"},
 		{"absurdly large", []string{"x-slo-ttft-ms", "1e300"}, chatBody, 400, "out of range"},
+		{"conflicting duplicates", []string{"x-slo-ttft-ms", "100", "x-slo-ttft-ms", "900"}, chatBody, 400, "x-slo-ttft-ms: sent more than once"},
 		{"too large", nil, strings.Repeat("x", 1<<16+1), 413, "limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
