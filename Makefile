@@ -33,6 +33,7 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME) ./extproc
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEReader$$' -fuzztime $(FUZZTIME) ./extproc
+	$(GO) test -run '^$$' -fuzz '^FuzzUsageFilter$$' -fuzztime $(FUZZTIME) ./extproc
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

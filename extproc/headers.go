@@ -61,6 +61,9 @@ func readHeaders(hm *corev3.HeaderMap) (requestHeaders, error) {
 	var rh requestHeaders
 	var ttft, tpot, objective, fairness string
 	var ttftName, tpotName string
+	// A repeated SLO header must repeat the same value: proxies and clients that append a
+	// header instead of replacing it would otherwise have the last value silently win.
+	var conflict error
 	for _, h := range hm.GetHeaders() {
 		k := strings.ToLower(h.GetKey())
 		switch k {
@@ -71,16 +74,19 @@ func readHeaders(hm *corev3.HeaderMap) (requestHeaders, error) {
 		case HeaderSessionID:
 			rh.sessionID = headerValue(h)
 		default:
-			if pick(k, headersSLOTTFT, &ttftName) {
-				ttft = headerValue(h)
-			} else if pick(k, headersSLOTPOT, &tpotName) {
-				tpot = headerValue(h)
+			if prev := ttftName; pick(k, headersSLOTTFT, &ttftName) {
+				ttft = repeatedSLO(k, prev, ttft, headerValue(h), &conflict)
+			} else if prev := tpotName; pick(k, headersSLOTPOT, &tpotName) {
+				tpot = repeatedSLO(k, prev, tpot, headerValue(h), &conflict)
 			} else if i := indexOf(headersObjective, k); i >= 0 && (objective == "" || i == 0) {
 				objective = headerValue(h)
 			} else if i := indexOf(headersFairnessID, k); i >= 0 && (fairness == "" || i == 0) {
 				fairness = headerValue(h)
 			}
 		}
+	}
+	if conflict != nil {
+		return rh, conflict
 	}
 	var err error
 	if ttftName != "" {
@@ -113,6 +119,24 @@ func pick(k string, names []string, chosen *string) bool {
 	}
 	*chosen = k
 	return true
+}
+
+// repeatedSLO returns the value v of SLO header k, which already had the value prev when the
+// header chosen so far, prevName, is k itself. Two different values are a conflict, recorded
+// in *conflict (the first one wins); values that differ only in surrounding spaces, or parse to
+// the same duration, are the same objective.
+func repeatedSLO(k, prevName, prev, v string, conflict *error) string {
+	if prevName != k || *conflict != nil {
+		return v
+	}
+	if a, b := strings.TrimSpace(prev), strings.TrimSpace(v); a != b {
+		da, errA := parseSLO(k, a)
+		db, errB := parseSLO(k, b)
+		if errA != nil || errB != nil || da != db {
+			*conflict = bodyErrorf("header %s: sent more than once with different values %q and %q; send it once", k, truncate(a, 64), truncate(b, 64))
+		}
+	}
+	return v
 }
 
 func indexOf(list []string, s string) int {

@@ -28,8 +28,13 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metada
 		// A fallback served: what the decision credited to the primary moves to it.
 		x.flight.ServedBy(x.ctx, x.s.cfg.Pool.ByAddress(served))
 	}
+	var common extprocv3.CommonResponse
+	if x.stripUsage && x.sse {
+		// The stream loses its usage chunk, so a length the server stated would be wrong.
+		common.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}
+	}
 	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}})
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: &common}}})
 	if h.GetEndOfStream() {
 		x.complete(x.s.cfg.Clock.Now())
 	}
@@ -40,11 +45,15 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
 	// The arrival time is read before forwarding, so a Send held up by flow control towards a
 	// slow client does not shift the token timestamps.
 	now := x.s.cfg.Clock.Now()
+	out := b.GetBody()
+	if x.stripUsage && x.sse {
+		out = x.usageFilter.filter(out, b.GetEndOfStream())
+	}
 	// Pass the chunk on first: measuring must never delay the client's tokens.
 	err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
 			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{
-				StreamedResponse: &extprocv3.StreamedBodyResponse{Body: b.GetBody(), EndOfStream: b.GetEndOfStream()},
+				StreamedResponse: &extprocv3.StreamedBodyResponse{Body: out, EndOfStream: b.GetEndOfStream()},
 			}},
 		}},
 	}})
@@ -89,7 +98,8 @@ func (x *exchange) finish() {
 		return
 	}
 	x.done = true
-	x.flight.Cut(x.s.cfg.Clock.Now(), x.observed(x.s.cfg.Clock.Now()), nil)
+	now := x.s.cfg.Clock.Now()
+	x.flight.Cut(now, x.observed(now), nil)
 }
 
 // end hands what the response showed to the lifecycle.

@@ -153,9 +153,13 @@ type exchange struct {
 
 	flight *requestcontrol.Flight // set once the request was dispatched
 
-	respStatus   int
-	sse          bool
-	reader       SSEReader
+	respStatus int
+	sse        bool
+	reader     SSEReader
+	// stripUsage is set when the picker asked for the stream's usage on the client's behalf;
+	// the filter then removes the usage chunk from what the client receives.
+	stripUsage   bool
+	usageFilter  usageFilter
 	respBody     []byte // a non-streaming response, kept to read its usage
 	respOverflow bool   // respBody grew past maxResponseBodyKept and was dropped
 	done         bool
@@ -273,6 +277,11 @@ func (x *exchange) decide() (bool, error) {
 		}
 		req.Model, req.Prompt, req.PromptTokens = b.Model, b.Prompt, b.PromptTokens
 		req.MaxTokens, req.Stream = b.MaxTokens, b.Stream
+		if wantsUsage(x.hdrs.path, b) {
+			// Ask for the usage chunk, so output tokens and TPOT are the server's count, not
+			// a guess; the response filter hides the chunk from the client.
+			x.body, x.stripUsage = requestUsage(x.body)
+		}
 	}
 	generatedID := req.ID == ""
 	if generatedID {

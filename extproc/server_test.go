@@ -378,6 +378,7 @@ func TestBadRequests(t *testing.T) {
 		{"non-numeric", []string{"x-slo-ttft-ms", "fast"}, chatBody, 400, "not a number"},
 		{"nan", []string{"x-llm-d-slo-tpot-ms", "NaN"}, chatBody, 400, "x-llm-d-slo-tpot-ms"},
 		{"absurdly large", []string{"x-slo-ttft-ms", "1e300"}, chatBody, 400, "out of range"},
+		{"conflicting duplicates", []string{"x-slo-ttft-ms", "100", "x-slo-ttft-ms", "900"}, chatBody, 400, "x-slo-ttft-ms: sent more than once"},
 		{"too large", nil, strings.Repeat("x", 1<<16+1), 413, "limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -636,4 +637,53 @@ func (h *harness) completion() requestcontrol.Completion {
 		h.t.Fatal("no completion observed within 10 s")
 		return requestcontrol.Completion{}
 	}
+}
+
+// A streaming client that did not ask for usage: the picker asks for it, hides the usage chunk
+// and records the server's count.
+func TestStreamUsageAskedForTheClient(t *testing.T) {
+	h := newHarness(t, 1)
+	s, _ := h.stream()
+	in := `{"model":"m","messages":[{"role":"user","content":"hello there"}],"stream":true,"max_tokens":8}`
+	want := `{"stream_options":{"include_usage":true},` + in[1:]
+	hdrs, _, body := decision(t, s, reqHeaders(false), reqBody(in[:20], false), reqBody(in[20:], true))
+	if body != want || hdrs["content-length"] != strconv.Itoa(len(want)) {
+		t.Fatalf("replayed %q with content-length %q; want %q with %d", body, hdrs["content-length"], want, len(want))
+	}
+	send(t, s, respHeaders(200, "text/event-stream", ""))
+	recv(t, s)
+	usage := `data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}}` + "\n\n"
+	var passed strings.Builder
+	for i, chunk := range []string{
+		`data: {"choices":[{"delta":{"content":"a"}}]}` + "\n\n",
+		`data: {"choices":[{"delta":{"content":"b"}}]}` + "\n\ndata: {\"choi",
+		`ces":[{"delta":{"content":"c"}}]}` + "\n\n" + usage[:30],
+		usage[30:] + "data: [DONE]\n\n",
+	} {
+		h.clk.Step(10 * time.Millisecond)
+		send(t, s, respBody(chunk, i == 3))
+		passed.Write(recv(t, s).GetResponseBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetBody())
+	}
+	wantOut := `data: {"choices":[{"delta":{"content":"a"}}]}` + "\n\n" + `data: {"choices":[{"delta":{"content":"b"}}]}` + "\n\n" +
+		`data: {"choices":[{"delta":{"content":"c"}}]}` + "\n\n" + "data: [DONE]\n\n"
+	if passed.String() != wantOut {
+		t.Fatalf("client received %q, want %q", passed.String(), wantOut)
+	}
+	if c := h.completion(); !c.HasUsage || c.OutputTokens != 3 || c.Usage.PromptTokens != 9 {
+		t.Fatalf("completion %+v, want the server's usage", c)
+	}
+
+	// A client that asked gets its usage chunk.
+	s, _ = h.stream()
+	_, _, body = decision(t, s, reqHeaders(false), reqBody(chatBody, true))
+	if body != chatBody {
+		t.Fatalf("a body that asks for usage was rewritten: %q", body)
+	}
+	send(t, s, respHeaders(200, "text/event-stream", ""))
+	recv(t, s)
+	send(t, s, respBody(usage, true))
+	if got := recv(t, s).GetResponseBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetBody(); string(got) != usage {
+		t.Fatalf("the usage chunk the client asked for became %q", got)
+	}
+	h.completion()
 }

@@ -58,8 +58,10 @@ type SSEReader struct {
 	// output arrived; zero until then.
 	FirstToken time.Time
 	LastToken  time.Time
-	// CountedTokens is generated tokens counted by the token rule from the text seen.
-	CountedTokens int
+	// OutputChunks counts, per choice, the events that carried generated output (text or a
+	// tool-call delta); OutputBytes is the generated text in them.
+	OutputChunks int
+	OutputBytes  int
 	// Usage is the usage the server reported, when HasUsage.
 	Usage    Usage
 	HasUsage bool
@@ -125,12 +127,9 @@ func (r *SSEReader) handleLine(line []byte, now time.Time) {
 	generated := false
 	for _, ch := range c.Choices {
 		n := len(ch.Text) + len(ch.Delta.Content) + len(ch.Delta.ReasoningContent) + len(ch.Delta.Reasoning)
-		if n > 0 {
-			r.CountedTokens += tokens.Count(ch.Text) + tokens.Count(ch.Delta.Content) +
-				tokens.Count(ch.Delta.ReasoningContent) + tokens.Count(ch.Delta.Reasoning)
-			generated = true
-		} else if len(ch.Delta.ToolCalls) > 0 && string(ch.Delta.ToolCalls) != "null" {
-			r.CountedTokens++
+		if n > 0 || len(ch.Delta.ToolCalls) > 0 && string(ch.Delta.ToolCalls) != "null" {
+			r.OutputChunks++
+			r.OutputBytes += n
 			generated = true
 		}
 	}
@@ -145,13 +144,23 @@ func (r *SSEReader) handleLine(line []byte, now time.Time) {
 	}
 }
 
-// OutputTokens is the number of generated tokens: the server's count when it reported usage,
-// otherwise the count by the token rule.
+// OutputTokens is the number of generated tokens: the server's count when it reported usage
+// (the picker asks for it, see requestUsage), otherwise CountedTokens.
 func (r *SSEReader) OutputTokens() int {
 	if r.HasUsage {
 		return r.Usage.CompletionTokens
 	}
-	return r.CountedTokens
+	return r.CountedTokens()
+}
+
+// CountedTokens is the generated tokens counted from the stream, for servers that ignore
+// include_usage: max(OutputChunks, the token rule over all generated text). Every chunk with
+// output carries at least one token, and vLLM streams one token per chunk by default, so the
+// chunk count is exact there whatever the tokens' lengths; the token rule over the whole text
+// (not per chunk, which would count a 5-byte token as 2) covers servers that pack several
+// tokens per chunk (--stream-interval, speculative decoding).
+func (r *SSEReader) CountedTokens() int {
+	return max(r.OutputChunks, (r.OutputBytes+tokens.BytesPerToken-1)/tokens.BytesPerToken)
 }
 
 // parseCompletionUsage reads usage from a complete non-streaming response body.

@@ -19,7 +19,7 @@ func TestSSEReaderSplitsAndUsage(t *testing.T) {
 		r.Feed([]byte(stream[:split]), t0)
 		r.Feed([]byte(stream[split:]), t0.Add(time.Second))
 		r.Close(t0.Add(2 * time.Second))
-		if !r.Done || !r.HasUsage || r.Usage != (Usage{10, 3, 8}) || r.CountedTokens != 3 || r.BadEvents != 1 {
+		if !r.Done || !r.HasUsage || r.Usage != (Usage{10, 3, 8}) || r.CountedTokens() != 3 || r.BadEvents != 1 {
 			t.Fatalf("split %d: %+v", split, r)
 		}
 		if r.OutputTokens() != 3 {
@@ -55,7 +55,7 @@ func TestSSEReaderBoundsLongLines(t *testing.T) {
 		t.Fatalf("line buffer grew to %d bytes", cap(r.line))
 	}
 	r.Feed([]byte("\ndata: {\"choices\":[{\"text\":\"abcd\"}]}\n"), time.Unix(1, 0))
-	if r.CountedTokens != 1 {
+	if r.CountedTokens() != 1 {
 		t.Fatalf("reader did not recover after an over-long line: %+v", r)
 	}
 }
@@ -73,16 +73,16 @@ func FuzzSSEReader(f *testing.F) {
 		parts.Feed(data[:s], t0)
 		parts.Feed(data[s:], t0)
 		parts.Close(t0)
-		if whole.CountedTokens != parts.CountedTokens || whole.Usage != parts.Usage || whole.HasUsage != parts.HasUsage ||
+		if whole.CountedTokens() != parts.CountedTokens() || whole.Usage != parts.Usage || whole.HasUsage != parts.HasUsage ||
 			whole.Done != parts.Done || whole.BadEvents != parts.BadEvents {
 			t.Fatalf("whole %+v != split at %d %+v", whole, s, parts)
 		}
 		// Every counted token needs at least one byte of generated text or a tool-call delta.
-		if whole.CountedTokens > len(data) {
-			t.Fatalf("%d tokens counted from %d bytes", whole.CountedTokens, len(data))
+		if whole.CountedTokens() > len(data) {
+			t.Fatalf("%d tokens counted from %d bytes", whole.CountedTokens(), len(data))
 		}
-		if (whole.CountedTokens > 0) != !whole.FirstToken.IsZero() {
-			t.Fatalf("tokens %d but first-token time %v", whole.CountedTokens, whole.FirstToken)
+		if (whole.CountedTokens() > 0) != !whole.FirstToken.IsZero() {
+			t.Fatalf("tokens %d but first-token time %v", whole.CountedTokens(), whole.FirstToken)
 		}
 	})
 }
