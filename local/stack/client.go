@@ -31,6 +31,9 @@ type Result struct {
 	// TPOT is (last token time - first token time) / (completion tokens - 1) (streaming only).
 	TPOT time.Duration
 	E2E  time.Duration
+	// Sent and FirstToken are when the request was sent and its first generated text arrived
+	// (streaming only), on the process's clock, which the picker of an in-process stack shares.
+	Sent, FirstToken time.Time
 	// ErrMessage is the error message the server sent, when it answered with an error.
 	ErrMessage string
 	// ShedReason is the x-llm-d-request-dropped-reason of a rejected request.
@@ -160,6 +163,7 @@ func (r *Result) measure(start, first, last time.Time) {
 		return
 	}
 	r.TTFT = first.Sub(start)
+	r.Sent, r.FirstToken = start, first
 	if r.CompletionTokens > 1 {
 		r.TPOT = last.Sub(first) / time.Duration(r.CompletionTokens-1)
 	}

@@ -99,9 +99,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	t.Run("streaming chat", func(t *testing.T) {
-		// One request's client and picker timings differ by scheduling noise on a busy
-		// machine; their medians over the run must agree, and no single request may have the
-		// picker see its first token later than the client did.
+		// The picker's TTFT runs from dispatch to the first token reaching it; the client's
+		// from its send to the first token reaching it. The difference is the request's way in
+		// (the body through gateway and picker, the decision), which on a CPU-starved machine
+		// grows to tens of milliseconds while the measurement is right. So the first-token
+		// instant is what is compared: the client's, taken from the picker's dispatch (one
+		// process, one clock), against the picker's TTFT, as medians over the run, beside
+		// per-request orderings no load can break.
 		var pickerTTFT, clientTTFT, pickerTPOT, clientTPOT []time.Duration
 		for i := range 8 {
 			id := fmt.Sprintf("e2e-stream-%d", i)
@@ -125,13 +129,14 @@ func TestEndToEnd(t *testing.T) {
 			if c.Target.Name != r.Replica || r.Replica == "" {
 				t.Errorf("request %d: picker routed to %q, replica %q answered", i, c.Target.Name, r.Replica)
 			}
-			if c.TTFT <= 0 || c.TTFT > r.TTFT+10*time.Millisecond {
-				t.Errorf("request %d: picker TTFT %v, client TTFT %v: the picker cannot see the first token after the client", i, c.TTFT, r.TTFT)
+			if c.TTFT <= 0 || c.FirstToken.After(r.FirstToken) || c.Dispatched.Before(r.Sent) {
+				t.Errorf("request %d: client sent at %v, picker dispatched at +%v and saw the first token at +%v, client at +%v: out of order",
+					i, r.Sent.Format(time.StampMicro), c.Dispatched.Sub(r.Sent), c.FirstToken.Sub(r.Sent), r.FirstToken.Sub(r.Sent))
 			}
 			if c.TPOT <= 0 {
 				t.Errorf("request %d: picker TPOT %v", i, c.TPOT)
 			}
-			pickerTTFT, clientTTFT = append(pickerTTFT, c.TTFT), append(clientTTFT, r.TTFT)
+			pickerTTFT, clientTTFT = append(pickerTTFT, c.TTFT), append(clientTTFT, r.FirstToken.Sub(c.Dispatched))
 			pickerTPOT, clientTPOT = append(pickerTPOT, c.TPOT), append(clientTPOT, r.TPOT)
 			if c.SLO.TTFT != 800*time.Millisecond || c.SLO.TPOT != 60*time.Millisecond || c.Outcome != requestcontrol.OutcomeOK || c.OutputTokens != 24 {
 				t.Errorf("request %d: completion %+v", i, c)
@@ -139,7 +144,7 @@ func TestEndToEnd(t *testing.T) {
 			served[r.Replica]++
 		}
 		if p, c := median(pickerTTFT), median(clientTTFT); !within(p, c) {
-			t.Errorf("TTFT median: picker %v, client %v: more than 10 ms and 10%% apart", p, c)
+			t.Errorf("TTFT median: picker %v, client (from the picker's dispatch) %v: more than 10 ms and 10%% apart", p, c)
 		}
 		if p, c := median(pickerTPOT), median(clientTPOT); !within(p, c) {
 			t.Errorf("TPOT median: picker %v, client %v: more than 10 ms and 10%% apart", p, c)
