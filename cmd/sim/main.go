@@ -42,6 +42,7 @@ type options struct {
 	model           string
 	seed            uint64
 	streamInterval  int
+	tokenText       sim.TokenText
 	timeScale       float64
 	noPrefixCaching bool
 	logLevel        slog.Level
@@ -63,6 +64,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.model, "model", "sim-llama-8b", "served model name")
 	fs.Uint64Var(&o.seed, "seed", 1, "jitter seed; replica i uses seed+i")
 	fs.IntVar(&o.streamInterval, "stream-interval", 1, "tokens per streamed SSE chunk after the first")
+	fs.TextVar(&o.tokenText, "token-text", sim.TokenTextEcho,
+		"generated text: echo (the echo rule: 4-byte pieces of the prompt) or natural (English word-pieces of 1-10 bytes, as a real tokenizer's; usage stays exact)")
 	fs.Float64Var(&o.timeScale, "time-scale", 1, "multiplies every step time (e.g. 0.1 runs ten times faster than the modelled GPU)")
 	fs.BoolVar(&o.noPrefixCaching, "no-prefix-caching", false, "disable the prefix cache")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
@@ -164,7 +167,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addrs 
 		if err != nil {
 			return fmt.Errorf("replica %s: %w", name, err)
 		}
-		srv, err := sim.NewServer(eng, sim.ServerOptions{Name: name, StreamInterval: o.streamInterval, Logger: log})
+		srv, err := sim.NewServer(eng, sim.ServerOptions{Name: name, StreamInterval: o.streamInterval, TokenText: o.tokenText, Logger: log})
 		if err != nil {
 			return fmt.Errorf("replica %s: %w", name, err)
 		}

@@ -108,3 +108,49 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+func TestTokenTextFlag(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || o.tokenText != sim.TokenTextEcho {
+		t.Fatalf("default token text %v, %v; want echo", o.tokenText, err)
+	}
+	if _, err := parseFlags([]string{"--token-text", "words"}, io.Discard); err == nil {
+		t.Error("--token-text words accepted")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrsCh := make(chan []string, 1)
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() {
+		runErr = run(ctx, []string{"--base-port", "0", "--model", "m", "--time-scale", "0.01", "--token-text", "natural"},
+			io.Discard, func(a []string) { addrsCh <- a })
+	})
+	var addrs []string
+	select {
+	case addrs = <-addrsCh:
+	case <-time.After(10 * time.Second):
+		t.Fatal("replica did not start")
+	}
+	resp, err := http.Post("http://"+addrs[0]+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"m","prompt":"ping","max_tokens":12}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Choices []struct {
+			Text string `json:"text"`
+		} `json:"choices"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || len(out.Choices) != 1 || out.Choices[0].Text != sim.NaturalText("ping", 0, 12) {
+		t.Errorf("--token-text natural: %+v, %v; want %q", out, err, sim.NaturalText("ping", 0, 12))
+	}
+	cancel()
+	wg.Wait()
+	if runErr != nil {
+		t.Fatalf("run: %v", runErr)
+	}
+}

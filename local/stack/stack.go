@@ -27,6 +27,9 @@ type Config struct {
 	Seed           uint64  // default 1
 	StreamInterval int     // tokens per SSE chunk, default 1
 	TimeScale      float64 // simulator speed factor, default 1
+	// TokenText is the replicas' generated text: the echo rule by default, or tokens of
+	// natural lengths (sim.TokenTextNatural).
+	TokenText sim.TokenText
 	// Picker is the picker's configuration; its endpoints are filled in with the replicas.
 	Picker picker.Config
 	// Observe receives the picker's completions.
@@ -93,7 +96,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		if err != nil {
 			return fail(fmt.Errorf("replica %s: %w", name, err))
 		}
-		srv, err := sim.NewServer(eng, sim.ServerOptions{Name: name, StreamInterval: cfg.StreamInterval, Logger: cfg.Log})
+		srv, err := sim.NewServer(eng, sim.ServerOptions{Name: name, StreamInterval: cfg.StreamInterval, TokenText: cfg.TokenText, Logger: cfg.Log})
 		if err != nil {
 			return fail(fmt.Errorf("replica %s: %w", name, err))
 		}

@@ -32,6 +32,10 @@ type ServerOptions struct {
 	// the first token goes out at once, then chunks of StreamInterval tokens, and the last
 	// chunk whatever remains. 0 means 1.
 	StreamInterval int
+	// TokenText is the text generated: TokenTextEcho (the zero value) follows the echo rule,
+	// TokenTextNatural gives tokens of natural lengths. Either way there are max_tokens tokens,
+	// one per SSE chunk at StreamInterval 1, and usage reports them.
+	TokenText TokenText
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -53,6 +57,9 @@ func NewServer(e *Engine, opts ServerOptions) (*Server, error) {
 	}
 	if opts.StreamInterval < 0 {
 		return nil, fmt.Errorf("sim: negative stream interval %d", opts.StreamInterval)
+	}
+	if _, err := opts.TokenText.MarshalText(); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -345,7 +352,12 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, g *generati
 	}
 	choices := make([]choice, len(ps))
 	for i, p := range ps {
-		text := tokens.EchoText(g.inputs[i].echo, p.Generated)
+		var text string
+		if s.opts.TokenText == TokenTextNatural {
+			text = newNaturalTokens(g.inputs[i].echo, i).text(p.Generated)
+		} else {
+			text = tokens.EchoText(g.inputs[i].echo, p.Generated)
+		}
 		choices[i] = choice{Index: i, FinishReason: "length"}
 		if g.chat {
 			choices[i].Message = &message{Role: "assistant", Content: text}
@@ -432,13 +444,14 @@ func (et *echoTokens) appendTokens(dst []byte, from, to int) []byte {
 // pieces escaped once per request, because this path runs once per generated token and
 // dominates the simulator's CPU cost under load.
 type sse struct {
-	w      http.ResponseWriter
-	rc     *http.ResponseController
-	buf    []byte
-	head   []byte       // `data: {"id":...,"model":...,"choices":[`
-	echo   []echoTokens // per choice
-	chat   bool
-	failed bool
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	buf     []byte
+	head    []byte          // `data: {"id":...,"model":...,"choices":[`
+	echo    []echoTokens    // per choice, for the echo rule
+	natural []naturalTokens // per choice, for natural tokens (then echo is nil)
+	chat    bool
+	failed  bool
 }
 
 func (st *sse) send() {
@@ -470,7 +483,11 @@ func (st *sse) tokenChunk(i, from, to int, last bool) {
 	} else {
 		b = append(b, `,"text":"`...)
 	}
-	b = st.echo[i].appendTokens(b, from, to)
+	if st.natural != nil {
+		b = st.natural[i].appendTokens(b, from, to)
+	} else {
+		b = st.echo[i].appendTokens(b, from, to)
+	}
 	if st.chat {
 		b = append(b, `"}`...)
 	} else {
@@ -520,8 +537,12 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, g *generatio
 	h = append(h, `,"model":`...)
 	h = appendJSONString(h, s.model)
 	st.head = append(h, `,"choices":[`...)
-	for _, in := range g.inputs {
-		st.echo = append(st.echo, newEchoTokens(in.echo))
+	for i, in := range g.inputs {
+		if s.opts.TokenText == TokenTextNatural {
+			st.natural = append(st.natural, newNaturalTokens(in.echo, i))
+		} else {
+			st.echo = append(st.echo, newEchoTokens(in.echo))
+		}
 	}
 
 	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
