@@ -62,7 +62,7 @@ type replicaServer struct {
 	srv  *httptest.Server
 
 	mu           sync.Mutex
-	mode         string // "ok", "500", "garbage", "hang", "gate"
+	mode         string        // "ok", "500", "garbage", "hang", "gate"
 	gate         chan struct{} // mode "gate": answers ok once closed
 	entered      chan struct{} // mode "gate": receives each request as it arrives
 	models       []string

@@ -30,6 +30,10 @@
 // as history, predict it with the same function; tokens.EchoText also computes the expected
 // text for tests.
 //
+// ServerOptions.TokenText = TokenTextNatural (cmd/sim --token-text natural) generates word
+// pieces of 1 to 10 bytes instead, as a real tokenizer's tokens are, so that byte counting
+// is wrong on them as it is against vLLM; usage still reports the true count.
+//
 // # Latency model
 //
 // Each engine step schedules, in vLLM V1's order, the running requests (one decode token, or
