@@ -137,6 +137,11 @@ func (c *core) schedule(now time.Time) []chunk {
 	// vLLM admits nobody in a step that had to preempt: memory is short.
 	for !preempted && len(c.waiting) > 0 && budget > 0 && len(c.running) < c.prof.MaxNumSeqs {
 		s := c.waiting[0]
+		if s.arrived.After(now) {
+			// A real-time engine catching up plans a step that started, in the model, before
+			// this request arrived: it joins the next one.
+			break
+		}
 		var hit []int32
 		if c.prefixCaching {
 			// The last token is always recomputed so that there is something to sample from.
