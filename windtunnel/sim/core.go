@@ -55,6 +55,8 @@ type counters struct {
 	promptTokens     int64
 	generationTokens int64
 	steps            int64
+	firstTokens      int64         // requests that produced their first token
+	ttftSum          time.Duration // of their times from arrival to first token
 }
 
 type core struct {
@@ -221,6 +223,8 @@ func (c *core) complete(now time.Time) {
 		if s.generated == 1 {
 			s.firstTokenAt = now
 			c.counters.promptTokens += int64(s.prompt)
+			c.counters.firstTokens++
+			c.counters.ttftSum += now.Sub(s.arrived)
 		}
 		s.prevTokenAt, s.lastTokenAt = s.lastTokenAt, now
 		if s.generated >= s.maxTokens {

@@ -111,6 +111,11 @@ type Snapshot struct {
 	PromptTokens       int64
 	GenerationTokens   int64
 	Steps              int64
+	// FirstTokens counts the requests that produced a first token and TTFTSum adds up their
+	// times from arrival at the engine to that token: the engine's own share of the TTFT, in
+	// the latency model's time, without network or client.
+	FirstTokens int64
+	TTFTSum     time.Duration
 }
 
 // Engine simulates one vLLM replica's engine core. Submit and Snapshot may be called from
