@@ -29,7 +29,10 @@ import (
 	"time"
 
 	"github.com/augur-llm/augur/local/stack"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/windtunnel/sim"
@@ -69,6 +72,7 @@ type options struct {
 	noProgress bool
 	recordDB   string
 	recordFile string
+	scrape     time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -86,6 +90,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profile, "profile", "32b-tp2-h100", "virtual: replica profile, one of "+strings.Join(sim.ProfileNames(), ", "))
 	fs.StringVar(&o.pool, "pool", "", `virtual: heterogeneous pool "COUNTxPROFILE,...", e.g. 6x8b-h100,2x8b-a100 (overrides --replicas/--profile)`)
 	fs.StringVar(&o.policy, "policy", "prefix-load", "virtual: scheduling profile: "+strings.Join(policyNames(), ", "))
+	fs.DurationVar(&o.scrape, "scrape-interval", pool.DefaultScrapeInterval, "virtual and --local-stack: how often the picker scrapes every replica's metrics")
 	fs.StringVar(&o.gateway, "gateway", "", "send real requests to this gateway base URL (e.g. http://127.0.0.1:8080/v1) instead of simulating")
 	fs.BoolVar(&o.localStack, "local-stack", false, "start simulated replicas (--replicas, --profile), the picker (--policy) and the gateway on loopback, and send real requests through them")
 	fs.StringVar(&o.model, "model", "sim-llama-8b", "gateway: model name to request")
@@ -105,6 +110,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if (o.recordDB != "" || o.recordFile != "") && (o.localStack || o.gateway != "") {
 		return o, fmt.Errorf("--record-db and --record-file record virtual runs; over HTTP the picker records (its databaseURL)")
+	}
+	if o.scrape <= 0 {
+		return o, fmt.Errorf("--scrape-interval must be positive")
 	}
 	if o.recordDB != "" && o.recordFile != "" {
 		return o, fmt.Errorf("set --record-db or --record-file, not both")
@@ -173,86 +181,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, ladder, err := o.generator()
+	m, err := execute(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
-	bar := newProgress(stderr, ladder.Duration(), !o.noProgress)
-	start := time.Now()
-	var outcomes []report.Outcome
-	var target string
-	var replicaNames []string
-	var recorded string
-	switch {
-	case o.localStack:
-		prof := scheduler.BuiltinProfiles()[o.policy]
-		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed,
-			Picker: picker.Config{Profile: &prof, Seed: o.seed}})
-		if err2 != nil {
-			return err2
-		}
-		target = fmt.Sprintf("local stack over HTTP, %d replicas, policy %s", o.replicas, o.policy)
-		for _, r := range st.Replicas {
-			replicaNames = append(replicaNames, r.Name)
-		}
-		outcomes, err = drive(ctx, st.GatewayURL, o.model, g, bar)
-		if cerr := st.Close(); err == nil {
-			err = cerr
-		}
-	case o.gateway != "":
-		target = "gateway " + o.gateway
-		outcomes, err = drive(ctx, o.gateway, o.model, g, bar)
-	default:
-		specs, err2 := o.replicaSpecs()
-		if err2 != nil {
-			return err2
-		}
-		target = fmt.Sprintf("virtual time, %d replicas, policy %s", len(specs), o.policy)
-		for _, sp := range specs {
-			replicaNames = append(replicaNames, sp.Name)
-		}
-		rec, err2 := openSink(ctx, o)
-		if err2 != nil {
-			return err2
-		}
-		vc := virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed,
-			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}
-		if rec != nil {
-			vc.Observers = append(vc.Observers, rec.observer)
-		}
-		var res virtual.Result
-		res, err = virtual.Run(ctx, vc, g.Next)
-		outcomes = res.Outcomes
-		if rec != nil {
-			recStart := time.Now()
-			n, ferr := rec.finish(ctx)
-			if err == nil {
-				err = ferr
-			}
-			recorded = fmt.Sprintf("samples: %d written to %s (%s after the run)\n", n, rec.where, time.Since(recStart).Round(time.Millisecond))
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(stderr)
-		return err
-	}
-	completed := 0
-	for _, oc := range outcomes {
-		if oc.Completed() {
-			completed++
-		}
-	}
-	bar.finish(len(outcomes), completed)
-	ro := report.Options{PerStage: o.byStage, Replicas: replicaNames, Window: report.Window{From: ladder.WarmupEnd()}}
-	for i, st := range ladder {
-		ro.StageWindows = append(ro.StageWindows, report.Window{From: ladder.Start(i), To: ladder.Start(i) + st.Duration})
-	}
-	rep := report.Compute(outcomes, ro)
-	fmt.Fprintf(stdout, "workload %s, seed %d, %s; %d requests in %s of wall time\n", o.workload, o.seed, target, len(outcomes), time.Since(start).Round(time.Millisecond))
+	rep := m.report(o)
+	fmt.Fprintf(stdout, "workload %s, seed %d, %s; %d requests in %s of wall time\n", o.workload, o.seed, m.target, len(m.outcomes), m.wall.Round(time.Millisecond))
 	if err := rep.WriteText(stdout); err != nil {
 		return err
 	}
-	fmt.Fprint(stdout, recorded)
+	if p := m.path; p != nil {
+		fmt.Fprintf(stdout, "HTTP path: client TTFT mean %.1f ms, of which %.1f ms in the replicas' engines and %.1f ms outside them (client, gateway, picker, loopback)\n",
+			ms(p.clientTTFT), ms(p.engineTTFT), ms(p.outside()))
+	}
+	fmt.Fprint(stdout, m.recorded)
 	if o.jsonPath == "" {
 		return nil
 	}
@@ -268,4 +210,134 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--json: %w", err)
 	}
 	return f.Close()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// measurement is what one run of the workload produced.
+type measurement struct {
+	ladder       workload.Ladder
+	outcomes     []report.Outcome
+	target       string
+	replicaNames []string
+	recorded     string
+	wall         time.Duration
+	path         *pathStats // --local-stack only
+}
+
+// pathStats splits the TTFT a local-stack client measured into the replicas' engines' own
+// share and the rest: what the client, gateway, picker and loopback added. On an idle machine
+// the rest is a millisecond or two; when it is much more, the machine was too busy for the
+// HTTP measurement to stand for production.
+type pathStats struct {
+	clientTTFT time.Duration // mean over the requests that produced a first token
+	engineTTFT time.Duration // mean over the same requests, arrival at the engine to first token
+}
+
+func (p pathStats) outside() time.Duration { return p.clientTTFT - p.engineTTFT }
+
+func (m measurement) report(o options) *report.Report {
+	ro := report.Options{PerStage: o.byStage, Replicas: m.replicaNames, Window: report.Window{From: m.ladder.WarmupEnd()}}
+	for i, st := range m.ladder {
+		ro.StageWindows = append(ro.StageWindows, report.Window{From: m.ladder.Start(i), To: m.ladder.Start(i) + st.Duration})
+	}
+	return report.Compute(m.outcomes, ro)
+}
+
+// execute runs the workload o describes against its target.
+func execute(ctx context.Context, o options, stderr io.Writer) (measurement, error) {
+	var m measurement
+	g, ladder, err := o.generator()
+	if err != nil {
+		return m, err
+	}
+	m.ladder = ladder
+	bar := newProgress(stderr, ladder.Duration(), !o.noProgress)
+	start := time.Now()
+	switch {
+	case o.localStack:
+		prof := scheduler.BuiltinProfiles()[o.policy]
+		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed,
+			Picker: picker.Config{Profile: &prof, Seed: o.seed, ScrapeInterval: metav1.Duration{Duration: o.scrape}}})
+		if err2 != nil {
+			return m, err2
+		}
+		m.target = fmt.Sprintf("local stack over HTTP, %d replicas, policy %s", o.replicas, o.policy)
+		for _, r := range st.Replicas {
+			m.replicaNames = append(m.replicaNames, r.Name)
+		}
+		m.outcomes, err = drive(ctx, st.GatewayURL, o.model, g, bar)
+		m.path = pathOf(m.outcomes, st)
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	case o.gateway != "":
+		m.target = "gateway " + o.gateway
+		m.outcomes, err = drive(ctx, o.gateway, o.model, g, bar)
+	default:
+		specs, err2 := o.replicaSpecs()
+		if err2 != nil {
+			return m, err2
+		}
+		m.target = fmt.Sprintf("virtual time, %d replicas, policy %s", len(specs), o.policy)
+		for _, sp := range specs {
+			m.replicaNames = append(m.replicaNames, sp.Name)
+		}
+		rec, err2 := openSink(ctx, o)
+		if err2 != nil {
+			return m, err2
+		}
+		vc := virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed, ScrapeInterval: o.scrape,
+			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}
+		if rec != nil {
+			vc.Observers = append(vc.Observers, rec.observer)
+		}
+		var res virtual.Result
+		res, err = virtual.Run(ctx, vc, g.Next)
+		m.outcomes = res.Outcomes
+		if rec != nil {
+			recStart := time.Now()
+			n, ferr := rec.finish(ctx)
+			if err == nil {
+				err = ferr
+			}
+			m.recorded = fmt.Sprintf("samples: %d written to %s (%s after the run)\n", n, rec.where, time.Since(recStart).Round(time.Millisecond))
+		}
+	}
+	m.wall = time.Since(start)
+	if err != nil {
+		fmt.Fprintln(stderr)
+		return m, err
+	}
+	completed := 0
+	for _, oc := range m.outcomes {
+		if oc.Completed() {
+			completed++
+		}
+	}
+	bar.finish(len(m.outcomes), completed)
+	return m, nil
+}
+
+// pathOf compares the clients' TTFTs with the engines' own, once every request has ended.
+func pathOf(outcomes []report.Outcome, st *stack.Stack) *pathStats {
+	var client time.Duration
+	n := 0
+	for _, oc := range outcomes {
+		if oc.TTFT > 0 {
+			client += oc.TTFT
+			n++
+		}
+	}
+	var engine time.Duration
+	var firsts int64
+	for _, r := range st.Replicas {
+		s := r.Engine.Snapshot()
+		engine += s.TTFTSum
+		firsts += s.FirstTokens
+	}
+	if n == 0 || firsts != int64(n) {
+		return nil // some first token never reached its client: no like-for-like comparison
+	}
+	return &pathStats{clientTTFT: client / time.Duration(n), engineTTFT: engine / time.Duration(firsts)}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,34 +63,59 @@ func TestVirtualRunWritesTableAndJSON(t *testing.T) {
 	}
 }
 
-// TestHTTPAgreesWithVirtual runs the same small shared-prefix workload through the real
-// gateway, picker and simulated replicas over HTTP, and in virtual time: the TTFT median must
-// agree within 20%, as the virtual world is only useful if it predicts the real one.
+// TestHTTPAgreesWithVirtual runs the same small shared-prefix workload, for every built-in
+// scheduling profile, through the real gateway, picker and simulated replicas over HTTP, and
+// in virtual time: the TTFT medians must agree within 20%, as the virtual world is only useful
+// if it predicts the real one.
+//
+// The load is light enough (2.5 req/s on 4 replicas, 50-token outputs) that most requests
+// find their replica without another prefill in progress, so the median lies among many
+// close values rather than at the edge between "served at once" and "queued behind a
+// prefill", where a few milliseconds of timing would move it by hundreds. An HTTP
+// measurement is disturbed when the machine is so busy that the client, gateway and picker
+// add more than 10% of the virtual median outside the replicas' engines (a millisecond or two
+// on an idle machine without the race detector); a disturbed measurement that disagrees is
+// repeated, up to three measurements, and one that disagrees undisturbed fails at once.
 func TestHTTPAgreesWithVirtual(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs 15 s of real time")
+		t.Skip("runs about 70 s of real time")
 	}
-	args := []string{"--workload", "shared-prefix", "--rate", "2", "--duration", "15s", "--output-len", "50",
-		"--replicas", "2", "--profile", "32b-tp2-h100", "--policy", "prefix-load", "--no-progress", "--json", "-"}
-	get := func(extra ...string) *report.Report {
-		var out, errb bytes.Buffer
-		if err := run(context.Background(), append(args, extra...), &out, &errb); err != nil {
-			t.Fatal(err)
-		}
-		s := out.String()
-		var rep report.Report
-		if err := json.Unmarshal([]byte(s[strings.Index(s, "{\n"):]), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return &rep
-	}
-	httpRep, virtRep := get("--local-stack"), get()
-	h, v := *httpRep.Overall.TTFT.P50, *virtRep.Overall.TTFT.P50
-	t.Logf("TTFT p50: HTTP %.1f ms, virtual %.1f ms (%d and %d requests)", h, v, httpRep.Overall.Completed, virtRep.Overall.Completed)
-	if httpRep.Overall.Completed != virtRep.Overall.Completed || httpRep.Overall.Errors != 0 {
-		t.Fatalf("completed %d over HTTP, %d virtually", httpRep.Overall.Completed, virtRep.Overall.Completed)
-	}
-	if d := h - v; d > 0.2*v || d < -0.2*v {
-		t.Fatalf("TTFT p50 over HTTP %.1f ms is more than 20%% from virtual %.1f ms", h, v)
+	const attempts = 3
+	for _, policy := range policyNames() {
+		t.Run(policy, func(t *testing.T) {
+			args := []string{"--workload", "shared-prefix", "--rate", "2.5", "--duration", "10s", "--output-len", "50",
+				"--replicas", "4", "--profile", "32b-tp2-h100", "--policy", policy, "--seed", "7", "--no-progress", "--scrape-interval", "1s"}
+			measure := func(extra ...string) (*report.Report, *pathStats) {
+				t.Helper()
+				o, err := parse(append(args, extra...), io.Discard)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := execute(context.Background(), o, io.Discard)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m.report(o), m.path
+			}
+			virt, _ := measure()
+			v := *virt.Overall.TTFT.P50
+			for i := 1; ; i++ {
+				rep, path := measure("--local-stack")
+				if rep.Overall.Completed != virt.Overall.Completed || rep.Overall.Errors != 0 || path == nil {
+					t.Fatalf("completed %d over HTTP (%d errors), %d virtually", rep.Overall.Completed, rep.Overall.Errors, virt.Overall.Completed)
+				}
+				h := *rep.Overall.TTFT.P50
+				t.Logf("%s attempt %d: TTFT p50 HTTP %.1f ms, virtual %.1f ms (%+.1f%%), %d requests; outside the engines %.1f ms",
+					policy, i, h, v, 100*(h/v-1), rep.Overall.Completed, ms(path.outside()))
+				d := h - v
+				if d <= 0.2*v && d >= -0.2*v {
+					return
+				}
+				if ms(path.outside()) > 0.1*v && i < attempts {
+					continue // disturbed: measure again
+				}
+				t.Fatalf("TTFT p50 over HTTP %.1f ms is more than 20%% from virtual %.1f ms (outside the engines %.1f ms)", h, v, ms(path.outside()))
+			}
+		})
 	}
 }

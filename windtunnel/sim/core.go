@@ -55,6 +55,8 @@ type counters struct {
 	promptTokens     int64
 	generationTokens int64
 	steps            int64
+	firstTokens      int64         // requests that produced their first token
+	ttftSum          time.Duration // of their times from arrival to first token
 }
 
 type core struct {
@@ -137,6 +139,11 @@ func (c *core) schedule(now time.Time) []chunk {
 	// vLLM admits nobody in a step that had to preempt: memory is short.
 	for !preempted && len(c.waiting) > 0 && budget > 0 && len(c.running) < c.prof.MaxNumSeqs {
 		s := c.waiting[0]
+		if s.arrived.After(now) {
+			// A real-time engine catching up plans a step that started, in the model, before
+			// this request arrived: it joins the next one.
+			break
+		}
 		var hit []int32
 		if c.prefixCaching {
 			// The last token is always recomputed so that there is something to sample from.
@@ -216,6 +223,8 @@ func (c *core) complete(now time.Time) {
 		if s.generated == 1 {
 			s.firstTokenAt = now
 			c.counters.promptTokens += int64(s.prompt)
+			c.counters.firstTokens++
+			c.counters.ttftSum += now.Sub(s.arrived)
 		}
 		s.prevTokenAt, s.lastTokenAt = s.lastTokenAt, now
 		if s.generated >= s.maxTokens {

@@ -51,6 +51,11 @@
 // carry the reference coefficients (a cold 7,200-token prompt gets a TTFT of about 0.19 s and
 // 0.41 s); any Profile value is a custom profile.
 //
+// A real-time Engine keeps to the model's time line rather than to its timers' wake-ups: a
+// step starts when the previous one ends in the model, so a timer that fires late on a busy
+// machine delays one step's tokens without slowing the steps after it, and a real-time
+// replica serves at the same pace as a virtual-time one (TestRealTimeKeepsModelledPace).
+//
 // # Cost
 //
 // Streaming costs about 0.3 µs of CPU and no allocation per token in steady state, measured

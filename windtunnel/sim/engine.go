@@ -111,6 +111,11 @@ type Snapshot struct {
 	PromptTokens       int64
 	GenerationTokens   int64
 	Steps              int64
+	// FirstTokens counts the requests that produced a first token and TTFTSum adds up their
+	// times from arrival at the engine to that token: the engine's own share of the TTFT, in
+	// the latency model's time, without network or client.
+	FirstTokens int64
+	TTFTSum     time.Duration
 }
 
 // Engine simulates one vLLM replica's engine core. Submit and Snapshot may be called from
@@ -194,9 +199,22 @@ func (e *Engine) Snapshot() Snapshot {
 	return e.snapshot()
 }
 
+// maxCatchUp bounds how far behind the latency model a real-time engine may fall and still
+// make the time up (see Run). Beyond it the engine gives the time up: after the process was
+// stopped, say, it does not replay seconds of steps at once.
+const maxCatchUp = time.Second
+
 // Run executes steps until ctx ends, then drops every pending request with ErrStopped. Each
 // step is planned, its duration is slept on the engine's clock, and its tokens are published
 // at the step's end. With nothing to do it blocks until a request arrives.
+//
+// Steps follow the latency model's time line rather than the wake-ups of the clock: a step
+// starts when the previous one ends in the model (or, on an idle engine, when its first
+// request arrived) and is waited for until its modelled end. A timer that fires late, or a
+// goroutine scheduled late on a busy machine, therefore delays the tokens of one step but not
+// the steps after it: the next step is shorter by the lateness, so a real-time replica decodes
+// at the modelled speed, as a virtual-time one does. Requests that arrived after a step's
+// modelled start wait for the next step, as they would have.
 func (e *Engine) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("sim: Run called twice")
@@ -208,15 +226,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.shutdown()
 	}()
+	var due time.Time // the modelled end of the last step; zero before the first
 	for ctx.Err() == nil {
 		e.mu.Lock()
 		now := e.clk.Now()
 		e.applyAborts()
-		plan := e.core.schedule(now)
-		var d time.Duration
+		start := e.stepStart(now, due)
+		plan := e.core.schedule(start)
 		if len(plan) > 0 {
-			d = e.stepDuration(plan)
-			e.observeAdmitted(now)
+			due = start.Add(e.stepDuration(plan))
+			e.observeAdmitted(start)
 		}
 		e.mu.Unlock()
 
@@ -229,25 +248,50 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 
-		// The timer is reused across steps: one allocation per engine instead of per step.
-		if timer == nil {
-			timer = e.clk.NewTimer(d)
-		} else {
-			timer.Reset(d)
-		}
-		select {
-		case <-ctx.Done():
+		if d := due.Sub(e.clk.Now()); d > 0 {
+			// The timer is reused across steps: one allocation per engine instead of per step.
+			if timer == nil {
+				timer = e.clk.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-timer.C():
+			}
+		} else if ctx.Err() != nil {
 			return nil
-		case <-timer.C():
 		}
 
 		e.mu.Lock()
-		now = e.clk.Now()
-		e.core.complete(now)
-		e.publishEmitted(now)
+		e.core.complete(due)
+		e.publishEmitted(due)
 		e.mu.Unlock()
 	}
 	return nil
+}
+
+// stepStart is when, on the latency model's time line, the step planned at now starts: at
+// now if the engine is on time; at the previous step's modelled end if it is behind (its
+// timer fired late), or at the arrival of the first waiting request if the engine was idle
+// since then (its wake-up was late); never more than maxCatchUp before now.
+func (e *Engine) stepStart(now, due time.Time) time.Time {
+	if due.IsZero() || !due.Before(now) {
+		return now
+	}
+	start := due
+	c := e.core
+	if len(c.running) == 0 && len(c.waiting) > 0 && c.waiting[0].arrived.After(start) {
+		start = c.waiting[0].arrived
+	}
+	if floor := now.Add(-maxCatchUp); start.Before(floor) {
+		start = floor
+	}
+	if start.After(now) {
+		start = now
+	}
+	return start
 }
 
 func (e *Engine) applyAborts() {

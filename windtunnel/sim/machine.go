@@ -77,5 +77,7 @@ func (m *machine) snapshot() Snapshot {
 		PromptTokens:       c.counters.promptTokens,
 		GenerationTokens:   c.counters.generationTokens,
 		Steps:              c.counters.steps,
+		FirstTokens:        c.counters.firstTokens,
+		TTFTSum:            c.counters.ttftSum,
 	}
 }
