@@ -71,11 +71,17 @@ func TestVirtualRunWritesTableAndJSON(t *testing.T) {
 // The load is light enough (2.5 req/s on 4 replicas, 50-token outputs) that most requests
 // find their replica without another prefill in progress, so the median lies among many
 // close values rather than at the edge between "served at once" and "queued behind a
-// prefill", where a few milliseconds of timing would move it by hundreds. An HTTP
-// measurement is disturbed when the machine is so busy that the client, gateway and picker
-// add more than 10% of the virtual median outside the replicas' engines (a millisecond or two
-// on an idle machine without the race detector); a disturbed measurement that disagrees is
-// repeated, up to three measurements, and one that disagrees undisturbed fails at once.
+// prefill", where a few milliseconds of timing would move it by hundreds.
+//
+// The virtual world models the replicas and the scheduling, not the test process's own
+// client, gateway and loopback, which on a CPU-starved machine (the race detector, a CPU hog
+// beside the test) add 30-75 ms to every request before and after the engines. That time is
+// measured (the client's TTFT less the engines' own, as means) and taken out of the HTTP
+// median before comparing; the raw median is logged beside it. What the comparison guards,
+// engines keeping their modelled pace in real time and the same routing on both sides, is
+// inside the engines and stays in. A measurement so disturbed that the time outside exceeds
+// 10% of the virtual median and that disagrees is repeated, up to three measurements; one
+// that disagrees undisturbed fails at once.
 func TestHTTPAgreesWithVirtual(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs about 70 s of real time")
@@ -104,17 +110,18 @@ func TestHTTPAgreesWithVirtual(t *testing.T) {
 				if rep.Overall.Completed != virt.Overall.Completed || rep.Overall.Errors != 0 || path == nil {
 					t.Fatalf("completed %d over HTTP (%d errors), %d virtually", rep.Overall.Completed, rep.Overall.Errors, virt.Overall.Completed)
 				}
-				h := *rep.Overall.TTFT.P50
-				t.Logf("%s attempt %d: TTFT p50 HTTP %.1f ms, virtual %.1f ms (%+.1f%%), %d requests; outside the engines %.1f ms",
-					policy, i, h, v, 100*(h/v-1), rep.Overall.Completed, ms(path.outside()))
+				raw, outside := *rep.Overall.TTFT.P50, ms(path.outside())
+				h := raw - outside
+				t.Logf("%s attempt %d: TTFT p50 HTTP %.1f ms less %.1f ms outside the engines = %.1f ms, virtual %.1f ms (%+.1f%%; raw %+.1f%%), %d requests",
+					policy, i, raw, outside, h, v, 100*(h/v-1), 100*(raw/v-1), rep.Overall.Completed)
 				d := h - v
 				if d <= 0.2*v && d >= -0.2*v {
 					return
 				}
-				if ms(path.outside()) > 0.1*v && i < attempts {
+				if outside > 0.1*v && i < attempts {
 					continue // disturbed: measure again
 				}
-				t.Fatalf("TTFT p50 over HTTP %.1f ms is more than 20%% from virtual %.1f ms (outside the engines %.1f ms)", h, v, ms(path.outside()))
+				t.Fatalf("TTFT p50 over HTTP %.1f ms (%.1f ms less %.1f ms outside the engines) is more than 20%% from virtual %.1f ms", h, raw, outside, v)
 			}
 		})
 	}
