@@ -30,6 +30,7 @@ type seq struct {
 	generated   int
 	cached      int // prefix-cache hit at first admission, reported as cached_tokens
 	preemptions int
+	hit         []int32 // the last prefix-cache lookup's result, checked again at the next
 
 	arrived, scheduledAt, firstTokenAt, lastTokenAt time.Time
 	prevTokenAt                                     time.Time // for inter-token latency
@@ -147,7 +148,8 @@ func (c *core) schedule(now time.Time) []chunk {
 		var hit []int32
 		if c.prefixCaching {
 			// The last token is always recomputed so that there is something to sample from.
-			hit = c.pool.lookup(s.hashes, (s.numTokens()-1)/BlockSize)
+			s.hit = c.pool.lookup(s.hashes, (s.numTokens()-1)/BlockSize, s.hit)
+			hit = s.hit
 		}
 		hitTokens := len(hit) * BlockSize
 		n := min(s.numTokens()-hitTokens, budget)

@@ -65,10 +65,22 @@ func (p *blockPool) unlink(b int32) {
 }
 
 // lookup returns the longest run of cached blocks matching hashes from the start, at most
-// limit blocks. It does not take references; touch does.
-func (p *blockPool) lookup(hashes []uint64, limit int) []int32 {
-	var hit []int32
-	for i := 0; i < len(hashes) && i < limit; i++ {
+// limit blocks, in hit's memory. hit is what an earlier lookup of the same hashes returned
+// (nil: none): a request blocked at the head of the queue is looked up again every step, and
+// the blocks it found last time are checked against the blocks' own hashes, an array read
+// each, before the map is asked about the rest. It does not take references; touch does.
+func (p *blockPool) lookup(hashes []uint64, limit int, hit []int32) []int32 {
+	n := min(len(hashes), limit)
+	i := 0
+	for ; i < len(hit) && i < n; i++ {
+		// A block still hashed with this content is the one the map names for it: allocate
+		// unhashes a block when it deletes its map entry.
+		if b := hit[i]; !p.hashed[b] || p.hash[b] != hashes[i] {
+			break
+		}
+	}
+	hit = hit[:i]
+	for ; i < n; i++ {
 		b, ok := p.cached[hashes[i]]
 		if !ok {
 			break

@@ -14,23 +14,65 @@ func TestBlockPoolEvictsLeastRecentlyFreedAndCountsCachedAsFree(t *testing.T) {
 	if got := p.usage(); got != 0 {
 		t.Fatalf("usage after release = %v, want 0: cached but unreferenced blocks are free", got)
 	}
-	if hit := p.lookup([]uint64{100, 101, 102}, 10); len(hit) != 2 {
+	if hit := p.lookup([]uint64{100, 101, 102}, 10, nil); len(hit) != 2 {
 		t.Fatalf("hit %d blocks, want 2", len(hit))
 	}
-	if hit := p.lookup([]uint64{100, 101}, 1); len(hit) != 1 {
+	if hit := p.lookup([]uint64{100, 101}, 1, nil); len(hit) != 1 {
 		t.Fatalf("limit ignored: hit %d blocks", len(hit))
 	}
 	// Two never-used blocks go first, then the request's tail block (101), then its head.
 	b := p.allocate(nil, 3)
-	if hit := p.lookup([]uint64{100, 101}, 10); len(hit) != 1 {
+	if hit := p.lookup([]uint64{100, 101}, 10, nil); len(hit) != 1 {
 		t.Fatalf("after evicting one cached block, hit %d blocks, want 1 (the prefix head survives)", len(hit))
 	}
-	p.touch(p.lookup([]uint64{100}, 1))
+	p.touch(p.lookup([]uint64{100}, 1, nil))
 	if p.free != 0 {
 		t.Fatalf("free = %d, want 0", p.free)
 	}
 	p.release(b)
 	if p.free != 3 {
 		t.Fatalf("free = %d, want 3", p.free)
+	}
+}
+
+// TestLookupAgainChecksEarlierHit: a lookup given an earlier result agrees with a fresh one
+// after the blocks it found were evicted, re-cached elsewhere or joined by new ones.
+func TestLookupAgainChecksEarlierHit(t *testing.T) {
+	p := newBlockPool(9) // 8 usable blocks
+	a := p.allocate(nil, 3)
+	for i, b := range a {
+		p.cacheBlock(b, uint64(100+i))
+	}
+	p.release(a)
+	hashes := []uint64{100, 101, 102, 103}
+	prev := p.lookup(hashes, 10, nil)
+	if len(prev) != 3 {
+		t.Fatalf("hit %d blocks, want 3", len(prev))
+	}
+	check := func(what string) {
+		t.Helper()
+		again := p.lookup(hashes, 10, append([]int32(nil), prev...))
+		fresh := p.lookup(hashes, 10, nil)
+		if len(again) != len(fresh) {
+			t.Fatalf("%s: lookup from the earlier hit found %v, a fresh one %v", what, again, fresh)
+		}
+		for i := range fresh {
+			if again[i] != fresh[i] {
+				t.Fatalf("%s: lookup from the earlier hit found %v, a fresh one %v", what, again, fresh)
+			}
+		}
+		prev = fresh
+	}
+	// Five never-used blocks go first, then the tail block (102), which is unhashed.
+	b := p.allocate(nil, 6)
+	check("tail evicted")
+	if len(prev) != 2 {
+		t.Fatalf("after evicting the tail, hit %d blocks, want 2", len(prev))
+	}
+	p.cacheBlock(b[5], 102) // the same content computed again, in another block
+	p.cacheBlock(b[4], 103)
+	check("content cached in other blocks")
+	if len(prev) != 4 {
+		t.Fatalf("hit %d blocks, want 4", len(prev))
 	}
 }
