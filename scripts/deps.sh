@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Augur needs on a Debian machine, idempotently:
 # a Go toolchain (from the Go module proxy when the machine has none recent enough), the Go
-# modules and the PostgreSQL server (Debian's package, for pgserver). Prints the directory
+# modules, the PostgreSQL server (Debian's package, for pgserver) and XGBoost's C library
+# (Debian's libxgboost-dev, for the trainer's cgo binding trainer/xgb). Prints the directory
 # holding the go binary to use, last, on stdout; everything else goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,13 +51,32 @@ have_pg_server() {
   done
   command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
 }
+sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+apt_install() { $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2; }
+apt_updated=""
+apt_update() { [ -n "$apt_updated" ] || { $sudo_cmd apt-get update -qq >&2; apt_updated=1; }; }
 if ! have_pg_server; then
   echo "deps: installing PostgreSQL (initdb not found)" >&2
-  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-  apt_install() { $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2; }
-  $sudo_cmd apt-get update -qq >&2
+  apt_update
   apt_install postgresql-15 || apt_install postgresql
   have_pg_server || { echo "deps: PostgreSQL installed but initdb/postgres still not found" >&2; exit 1; }
+fi
+
+# XGBoost 1.7's C API (xgboost/c_api.h, -lxgboost), for trainer/xgb; installed with apt only
+# when the header or the library is missing. The picker itself never links it.
+have_xgboost() {
+  local f
+  [ -f /usr/include/xgboost/c_api.h ] || return 1
+  for f in /usr/lib/*/libxgboost.so /usr/lib/libxgboost.so /usr/local/lib/libxgboost.so; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
+if ! have_xgboost; then
+  echo "deps: installing XGBoost (libxgboost-dev not found)" >&2
+  apt_update
+  apt_install libxgboost-dev
+  have_xgboost || { echo "deps: libxgboost-dev installed but xgboost/c_api.h or libxgboost.so still not found" >&2; exit 1; }
 fi
 
 "$gobin" mod download >&2
