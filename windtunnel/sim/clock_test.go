@@ -10,57 +10,7 @@ import (
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// autoClock is a virtual clock on which every wait ends at once by moving time forward, so an
-// engine runs as fast as the CPU allows while its timestamps follow the latency model
-// exactly. It allocates nothing per step, which keeps benchmarks clean.
-type autoClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newAutoClock() *autoClock { return &autoClock{now: epoch} }
-
-func (c *autoClock) advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	return c.now
-}
-
-func (c *autoClock) Now() time.Time                  { return c.advance(0) }
-func (c *autoClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
-func (c *autoClock) Sleep(d time.Duration)           { c.advance(d) }
-func (c *autoClock) Tick(time.Duration) <-chan time.Time {
-	panic("autoClock: Tick is not supported")
-}
-
-func (c *autoClock) After(d time.Duration) <-chan time.Time {
-	ch := make(chan time.Time, 1)
-	ch <- c.advance(d)
-	return ch
-}
-
-func (c *autoClock) NewTimer(d time.Duration) clock.Timer {
-	t := &autoTimer{c: c, ch: make(chan time.Time, 1)}
-	t.Reset(d)
-	return t
-}
-
-type autoTimer struct {
-	c  *autoClock
-	ch chan time.Time
-}
-
-func (t *autoTimer) C() <-chan time.Time { return t.ch }
-func (t *autoTimer) Stop() bool          { return false }
-func (t *autoTimer) Reset(d time.Duration) bool {
-	now := t.c.advance(d)
-	select {
-	case t.ch <- now:
-	default:
-	}
-	return false
-}
+func newAutoClock() *AutoClock { return NewAutoClock(epoch) }
 
 // manualClock lets a test run an engine one step at a time: a timer fires only when the test
 // calls step, and time moves by exactly the timer's duration. While a timer is armed the

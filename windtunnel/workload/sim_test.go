@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/utils/clock"
-
 	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )
@@ -163,7 +161,7 @@ func newSimServer(t *testing.T) *sim.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := sim.New(sim.Config{Model: testModel, Profile: prof, Seed: 1}, &autoClock{now: time.Unix(0, 0)})
+	e, err := sim.New(sim.Config{Model: testModel, Profile: prof, Seed: 1}, sim.NewAutoClock(time.Unix(0, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,55 +178,4 @@ func newSimServer(t *testing.T) *sim.Server {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// autoClock is virtual time in which every wait ends at once by moving the clock forward, so
-// the engine runs as fast as the CPU allows.
-type autoClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-var _ clock.Clock = (*autoClock)(nil)
-
-func (c *autoClock) advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	return c.now
-}
-
-func (c *autoClock) Now() time.Time                  { return c.advance(0) }
-func (c *autoClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
-func (c *autoClock) Sleep(d time.Duration)           { c.advance(d) }
-func (c *autoClock) Tick(time.Duration) <-chan time.Time {
-	panic("autoClock: Tick is not supported")
-}
-
-func (c *autoClock) After(d time.Duration) <-chan time.Time {
-	ch := make(chan time.Time, 1)
-	ch <- c.advance(d)
-	return ch
-}
-
-func (c *autoClock) NewTimer(d time.Duration) clock.Timer {
-	t := &autoTimer{c: c, ch: make(chan time.Time, 1)}
-	t.Reset(d)
-	return t
-}
-
-type autoTimer struct {
-	c  *autoClock
-	ch chan time.Time
-}
-
-func (t *autoTimer) C() <-chan time.Time { return t.ch }
-func (t *autoTimer) Stop() bool          { return false }
-func (t *autoTimer) Reset(d time.Duration) bool {
-	now := t.c.advance(d)
-	select {
-	case t.ch <- now:
-	default:
-	}
-	return false
 }
