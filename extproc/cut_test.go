@@ -52,7 +52,7 @@ func TestCutStreamOutcome(t *testing.T) {
 				t.Error("the serving replica was not probed")
 			}
 			for _, r := range h.pool.Replicas() {
-				if l := r.Load(); l != (pool.Load{}) {
+				if l := r.Load(); !l.Idle() {
 					t.Errorf("%s in flight after the cut: %+v", r.Name, l)
 				}
 			}

@@ -58,10 +58,13 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody) error {
 		}},
 	}})
 	if x.sse {
-		hadFirst := !x.reader.FirstToken.IsZero()
+		hadFirst, hadLast := !x.reader.FirstToken.IsZero(), x.reader.LastToken
 		x.reader.Feed(b.GetBody(), now)
 		if !hadFirst && !x.reader.FirstToken.IsZero() && x.flight != nil {
 			x.flight.FirstToken(x.reader.FirstToken)
+		}
+		if hadFirst && x.reader.LastToken != hadLast && x.flight != nil {
+			x.flight.Generated(x.reader.LastToken, x.reader.CountedTokens())
 		}
 	} else if !x.respOverflow {
 		if len(x.respBody)+len(b.GetBody()) > maxResponseBodyKept {

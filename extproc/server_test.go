@@ -280,7 +280,7 @@ func TestCompletionMeasuresStream(t *testing.T) {
 	if c.Target.Address != primary || c.E2E != 500*time.Millisecond {
 		t.Errorf("target %q e2e %v", c.Target.Address, c.E2E)
 	}
-	if l := h.pool.ByAddress(primary).Load(); l != (pool.Load{}) {
+	if l := h.pool.ByAddress(primary).Load(); !l.Idle() {
 		t.Errorf("in-flight after completion = %+v, want zero", l)
 	}
 }
@@ -399,7 +399,7 @@ func TestBadRequests(t *testing.T) {
 		}
 	})
 	for _, r := range h.pool.Replicas() {
-		if r.Load() != (pool.Load{}) {
+		if l := r.Load(); !l.Idle() {
 			t.Errorf("rejected requests left in-flight accounting on %s: %+v", r.Name, r.Load())
 		}
 	}
@@ -485,7 +485,7 @@ func TestCancelledStreamReleasesInFlight(t *testing.T) {
 	if c.Outcome != requestcontrol.OutcomeCancelled {
 		t.Errorf("outcome %q, want cancelled", c.Outcome)
 	}
-	if l := r.Load(); l != (pool.Load{}) {
+	if l := r.Load(); !l.Idle() {
 		t.Fatalf("in-flight after cancel = %+v, want zero", l)
 	}
 }
@@ -563,7 +563,7 @@ func TestDoneWithoutEndOfStreamCompletes(t *testing.T) {
 	if c.Outcome != requestcontrol.OutcomeOK || c.TTFT != 10*time.Millisecond || c.TPOT != 20*time.Millisecond || !c.HasUsage || c.OutputTokens != 2 {
 		t.Fatalf("completion %+v", c)
 	}
-	if r := h.pool.Replicas()[0]; r.Load() != (pool.Load{}) {
+	if r := h.pool.Replicas()[0]; !r.Load().Idle() {
 		t.Fatalf("in-flight %+v", r.Load())
 	}
 }

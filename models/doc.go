@@ -1,10 +1,16 @@
-// Package models is the contract between the recorder, the trainer and the predictor: the
-// feature schema (each feature's name, order, kind and how it is computed from a candidate
-// replica at decision time, or NULL when it was not computed), its version, and later the
-// model artifacts trained on it.
+// Package models is the contract between the recorder, the trainer and the predictor:
 //
-// Adding a feature is one entry in the schema (features.go) plus a migration in store/ that
-// adds its column; a test there checks the table and the schema agree.
+//   - the feature schema (features.go): each feature's name, order, kind and how it is
+//     computed from a candidate replica at decision time (or NULL), and its version;
+//   - a model's input row (Layout): the features, then one indicator per replica class;
+//   - the regimes accuracy is reported, balanced and calibrated by (regime.go);
+//   - the analytic prior every model is boosted from and the cold start uses (prior.go);
+//   - model artifacts (artifact.go): XGBoost's JSON model, the binary leaves reads, and a
+//     manifest (target, kind, schema version, training window, holdout metrics, parent,
+//     checksums), stored in Postgres by package store or in a directory.
 //
-// Allowed imports (checked by imports_test.go): scheduler, pool.
+// Adding a feature is one entry in the schema plus a migration in store/ that adds its
+// column, and a new SchemaVersion: models of another schema are refused by Verify.
+//
+// Allowed imports (checked by imports_test.go): scheduler, pool, gonum.org/v1/gonum.
 package models

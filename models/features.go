@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion identifies the feature schema: the features, their order and their meaning.
 // It changes whenever any of them does, so a model is never fed features it was not trained on.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Kind is how a feature's value is stored.
 type Kind uint8
@@ -36,9 +36,10 @@ type Feature struct {
 }
 
 type input struct {
-	req *scheduler.Request
-	c   *scheduler.Candidate
-	at  time.Time
+	req      *scheduler.Request
+	c        *scheduler.Candidate
+	at       time.Time
+	uncached int
 }
 
 const maxInt32 = math.MaxInt32
@@ -75,6 +76,36 @@ var schema = [...]Feature{
 		compute: func(in *input) (float64, bool) { return float64(in.req.PromptTokens), true }},
 	{Name: "max_tokens", Kind: Int, Max: maxInt32, Doc: "the client's output limit; NULL when it set none",
 		compute: func(in *input) (float64, bool) { return positive(in.req.MaxTokens) }},
+	// Version 3: the work ahead as this picker knows it, and where the replica's step cycle is.
+	{Name: "uncached_input_tokens", Kind: Int, Max: maxInt32, Doc: "prompt tokens the replica is expected to compute: input_tokens less the prefix match",
+		compute: func(in *input) (float64, bool) { return float64(in.uncached), true }},
+	{Name: "prefill_uncached_tokens_in_flight", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "uncached prompt tokens dispatched whose first token has not been seen",
+		compute: func(in *input) (float64, bool) { return float64(in.c.Load.PrefillUncachedTokens), true }},
+	{Name: "decode_tokens_left", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "output tokens decoding requests with a limit may still generate",
+		compute: func(in *input) (float64, bool) { return float64(in.c.Load.DecodeTokensLeft), true }},
+	{Name: "last_token_age_ms", Kind: Float, Max: math.MaxFloat64, Doc: "time since a streamed token from the replica last reached the picker; NULL when none has",
+		compute: func(in *input) (float64, bool) {
+			if in.c.Load.LastToken.IsZero() {
+				return 0, false
+			}
+			return max(0, float64(in.at.Sub(in.c.Load.LastToken))/float64(time.Millisecond)), true
+		}},
+	{Name: "request_rate", Kind: Float, Max: math.MaxFloat64, Doc: "requests this picker dispatched to the replica per second, averaged over pool.RateWindow",
+		compute: func(in *input) (float64, bool) { return in.c.Load.RequestRate(in.at), true }},
+	{Name: "uncached_token_rate", Kind: Float, Max: math.MaxFloat64, Doc: "uncached prompt tokens dispatched to the replica per second, averaged over pool.RateWindow",
+		compute: func(in *input) (float64, bool) { return in.c.Load.UncachedTokenRate(in.at), true }},
+	{Name: "dispatched_since_scrape", Kind: Int, Max: maxInt32, Doc: "requests this picker dispatched to the replica since its metrics were scraped",
+		compute: func(in *input) (float64, bool) {
+			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).Dispatched)), true
+		}},
+	{Name: "first_tokens_since_scrape", Kind: Int, Max: maxInt32, Doc: "first tokens this picker saw from the replica since its metrics were scraped",
+		compute: func(in *input) (float64, bool) {
+			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).FirstTokens)), true
+		}},
+	{Name: "finished_since_scrape", Kind: Int, Max: maxInt32, Doc: "requests of this picker the replica finished since its metrics were scraped",
+		compute: func(in *input) (float64, bool) {
+			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).Finished)), true
+		}},
 }
 
 func positive(v int) (float64, bool) { return float64(v), v > 0 }
@@ -107,7 +138,7 @@ type Vector struct {
 
 // Extract computes the features of candidate c for req at time at (the decision's).
 func Extract(req *scheduler.Request, c *scheduler.Candidate, at time.Time) Vector {
-	in := input{req: req, c: c, at: at}
+	in := input{req: req, c: c, at: at, uncached: c.UncachedTokens(req)}
 	var v Vector
 	for i := range schema {
 		if x, ok := schema[i].compute(&in); ok {

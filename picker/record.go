@@ -22,9 +22,14 @@ func SampleOf(c requestcontrol.Completion) store.Sample {
 		Stream: c.Stream, Replica: c.Target.Name, ReplicaAddress: c.Target.Address, ReplicaClass: c.Target.Class,
 		ServedByFallback: c.ServedByFallback, SchemaVersion: models.SchemaVersion, Features: c.Features,
 		PredictedTTFTMs: c.PredictedTTFTMs, PredictedTPOTMs: c.PredictedTPOTMs,
+		PredictedTTFTUpperMs: c.PredictedTTFTUpperMs, PredictedTPOTUpperMs: c.PredictedTPOTUpperMs,
 		SLOTTFTMs: optionalMs(c.SLO.TTFT), SLOTPOTMs: optionalMs(c.SLO.TPOT), TTFTMs: optionalMs(c.TTFT), TPOTMs: optionalMs(c.TPOT),
 		DecisionUs: float64(c.DecisionLatency()) / float64(time.Microsecond), E2EMs: ms(c.E2E),
 		OutputTokens: c.OutputTokens, Outcome: string(c.Outcome), Status: c.Status,
+	}
+	if c.ModelVersion != "" {
+		v := c.ModelVersion
+		s.ModelVersion = &v
 	}
 	if c.HasUsage {
 		p, k := c.Usage.PromptTokens, c.Usage.CachedTokens

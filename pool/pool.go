@@ -73,21 +73,9 @@ type Metrics struct {
 	Preemptions   float64
 	// ScrapedAt is when the scrape completed, on the pool's clock.
 	ScrapedAt time.Time
-}
-
-// Load is the picker's own accounting of work it dispatched to a replica and has not seen finish.
-type Load struct {
-	// Requests dispatched and not finished.
-	Requests int64
-	// PrefillTokens is the prompt tokens of dispatched requests whose first token has not
-	// been seen yet: work the replica still has to prefill. A non-streaming response shows no
-	// first token, so its prompt counts here until it completes.
-	PrefillTokens int64
-	// DecodeRequests is dispatched requests that are generating (first token seen).
-	DecodeRequests int64
-	// Tokens is the work dispatched and not finished, in tokens: each request's prompt plus
-	// its output limit when the client gave one.
-	Tokens int64
+	// Counts are the picker's counts for the replica when the scrape began: Load.Counts
+	// less these is what the metrics cannot show yet.
+	Counts Counts
 }
 
 // Replica is the live state of one endpoint. It is safe for concurrent use.
@@ -106,10 +94,7 @@ type Replica struct {
 	// scrape begun before a crash, overtaken by the probe that found the crash) is dropped.
 	scrapeStarted, scrapeApplied atomic.Int64
 
-	requests      atomic.Int64
-	prefillTokens atomic.Int64
-	decoding      atomic.Int64
-	tokens        atomic.Int64
+	load inflight
 }
 
 // NewReplica returns a replica for e outside any pool, for tests and tools.
@@ -136,7 +121,9 @@ func (r *Replica) Metrics() (Metrics, bool) {
 }
 
 // SetMetrics records a scrape. The simulator's virtual scraper calls it too.
+// It stamps m with the picker's counts now.
 func (r *Replica) SetMetrics(m Metrics) {
+	m.Counts = r.counts()
 	r.metrics.Store(&m)
 	r.failing.Store(false)
 }
@@ -161,99 +148,6 @@ func (r *Replica) claimResult(seq int64) bool {
 
 // Failing reports whether the replica's last scrape failed.
 func (r *Replica) Failing() bool { return r.failing.Load() }
-
-// Load returns the picker's in-flight accounting for the replica.
-func (r *Replica) Load() Load {
-	return Load{Requests: r.requests.Load(), PrefillTokens: r.prefillTokens.Load(), DecodeRequests: r.decoding.Load(), Tokens: r.tokens.Load()}
-}
-
-// Dispatch accounts a request sent to the replica and returns the lease that releases it.
-// maxTokens is the client's output limit, 0 when it gave none.
-func (r *Replica) Dispatch(promptTokens, maxTokens int) *Lease {
-	r.requests.Add(1)
-	r.tokens.Add(int64(promptTokens + maxTokens))
-	r.prefillTokens.Add(int64(promptTokens))
-	return &Lease{replica: r, prompt: int64(promptTokens), total: int64(promptTokens + maxTokens)}
-}
-
-// Lease is one dispatched request's share of a replica's in-flight accounting.
-// Its methods are idempotent and safe to call from several goroutines, because a request can
-// finish, fail and be cancelled in racing paths and must be released exactly once.
-type Lease struct {
-	mu      sync.Mutex
-	replica *Replica
-	prompt  int64
-	total   int64 // prompt + output limit, as added to the replica's Tokens
-	state   leaseState
-}
-
-type leaseState uint8
-
-const (
-	leaseDispatched leaseState = iota
-	leaseDecoding
-	leaseReleased
-)
-
-// Replica returns the replica the lease is held on.
-func (l *Lease) Replica() *Replica {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.replica
-}
-
-// FirstToken moves the request from prefill to decode accounting.
-func (l *Lease) FirstToken() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.state == leaseDispatched {
-		l.state = leaseDecoding
-		// Readers load the counters one by one: add before subtracting, so a reader caught
-		// in between over-counts the work rather than missing it.
-		l.replica.decoding.Add(1)
-		l.replica.prefillTokens.Add(-l.prompt)
-	}
-}
-
-// Release ends the lease. Later calls do nothing.
-func (l *Lease) Release() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.unaccount(l.replica)
-	l.state = leaseReleased
-}
-
-func (l *Lease) unaccount(r *Replica) {
-	switch l.state {
-	case leaseDispatched:
-		r.requests.Add(-1)
-		r.tokens.Add(-l.total)
-		r.prefillTokens.Add(-l.prompt)
-	case leaseDecoding:
-		r.requests.Add(-1)
-		r.tokens.Add(-l.total)
-		r.decoding.Add(-1)
-	}
-}
-
-// MoveTo transfers the lease to another replica, for when the gateway reports that a fallback
-// served the request instead of the primary.
-func (l *Lease) MoveTo(r *Replica) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if r == nil || r == l.replica || l.state == leaseReleased {
-		return
-	}
-	r.requests.Add(1)
-	r.tokens.Add(l.total)
-	if l.state == leaseDispatched {
-		r.prefillTokens.Add(l.prompt)
-	} else {
-		r.decoding.Add(1)
-	}
-	l.unaccount(l.replica)
-	l.replica = r
-}
 
 // Pool is the set of replicas. Membership changes are copy-on-write so that the request path
 // reads it without a lock.

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -73,14 +74,16 @@ func TestLeaseAccounting(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := p.Replicas()[0], p.Replicas()[1]
+	t0 := time.Unix(1000, 0)
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := a.Dispatch(100, 0)
+			l := a.Dispatch(t0, Work{PromptTokens: 100, UncachedTokens: 40, MaxTokens: 10})
 			if i%3 == 0 {
-				l.FirstToken()
+				l.FirstToken(t0)
+				l.Generated(t0, 4)
 			}
 			if i%5 == 0 {
 				l.MoveTo(b)
@@ -89,24 +92,83 @@ func TestLeaseAccounting(t *testing.T) {
 			var inner sync.WaitGroup
 			for range 3 {
 				inner.Add(1)
-				go func() { defer inner.Done(); l.Release(); l.FirstToken() }()
+				go func() { defer inner.Done(); l.Release(); l.FirstToken(t0); l.Generated(t0, 9) }()
 			}
 			inner.Wait()
 		}()
 	}
 	wg.Wait()
-	if a.Load() != (Load{}) || b.Load() != (Load{}) {
+	if !a.Load().Idle() || !b.Load().Idle() {
 		t.Fatalf("after every release: a %+v b %+v", a.Load(), b.Load())
 	}
-	l := a.Dispatch(50, 0)
-	if got := a.Load(); got != (Load{Requests: 1, PrefillTokens: 50, Tokens: 50}) {
+	if c := a.Load().Counts; c.Dispatched != 200 || c.FirstTokens != 67 || c.Finished != 160 {
+		t.Errorf("a's counts %+v, want 200 dispatched, 67 first tokens, 160 finished (40 moved away)", c)
+	}
+	if c := b.Load().Counts; c.Dispatched != 40 || c.Finished != 40 {
+		t.Errorf("b's counts %+v, want the 40 moved requests dispatched and finished", c)
+	}
+
+	c := New(clock.RealClock{}, 0)
+	if err := c.Set([]Endpoint{{Name: "c", Address: "127.0.0.1:3"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Replicas()[0]
+	l := r.Dispatch(t0, Work{PromptTokens: 50, UncachedTokens: 20, MaxTokens: 8})
+	got := r.Load()
+	if got.Requests != 1 || got.PrefillTokens != 50 || got.PrefillUncachedTokens != 20 || got.Tokens != 58 ||
+		got.DecodeRequests != 0 || got.DecodeTokensLeft != 0 || !got.LastToken.IsZero() {
 		t.Fatalf("dispatched: %+v", got)
 	}
-	l.FirstToken()
-	if got := a.Load(); got != (Load{Requests: 1, DecodeRequests: 1, Tokens: 50}) {
-		t.Fatalf("decoding: %+v", got)
+	t1 := t0.Add(time.Second)
+	l.FirstToken(t1)
+	got = r.Load()
+	if got.PrefillTokens != 0 || got.PrefillUncachedTokens != 0 || got.DecodeRequests != 1 || got.DecodeTokensLeft != 7 || !got.LastToken.Equal(t1) {
+		t.Fatalf("first token: %+v", got)
+	}
+	t2 := t1.Add(time.Second)
+	l.Generated(t2, 5)
+	l.Generated(t1, 3) // older news changes nothing
+	if got = r.Load(); got.DecodeTokensLeft != 3 || !got.LastToken.Equal(t2) {
+		t.Fatalf("5 of 8 tokens generated: %+v", got)
+	}
+	l.Generated(t2, 20) // more than the limit: nothing is left, never less
+	if got = r.Load(); got.DecodeTokensLeft != 0 {
+		t.Fatalf("past the limit: %+v", got)
 	}
 	l.Release()
+	if got = r.Load(); !got.Idle() || got.Counts != (Counts{Dispatched: 1, FirstTokens: 1, Finished: 1}) {
+		t.Fatalf("released: %+v", got)
+	}
+}
+
+func TestDispatchRates(t *testing.T) {
+	p := New(clock.RealClock{}, 0)
+	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := p.Replicas()[0]
+	t0 := time.Unix(1000, 0)
+	if got := r.Load().RequestRate(t0); got != 0 {
+		t.Fatalf("rate before any dispatch: %v", got)
+	}
+	// A steady 5 requests/s of 200 uncached tokens for long enough approaches 5/s and 1000 tokens/s.
+	var now time.Time
+	for i := range 1000 {
+		now = t0.Add(time.Duration(i) * 200 * time.Millisecond)
+		r.Dispatch(now, Work{PromptTokens: 300, UncachedTokens: 200}).Release()
+	}
+	l := r.Load()
+	if got := l.RequestRate(now); math.Abs(got-5) > 0.3 {
+		t.Errorf("request rate %v, want about 5/s", got)
+	}
+	if got := l.UncachedTokenRate(now); math.Abs(got-1000) > 60 {
+		t.Errorf("uncached token rate %v, want about 1000/s", got)
+	}
+	// Silence decays it: after one RateWindow, by e.
+	later := now.Add(RateWindow)
+	if got, want := l.RequestRate(later), l.RequestRate(now)/math.E; math.Abs(got-want) > 1e-9 {
+		t.Errorf("after a window of silence %v, want %v", got, want)
+	}
 }
 
 func TestSetKeepsStateAndValidates(t *testing.T) {
@@ -117,7 +179,7 @@ func TestSetKeepsStateAndValidates(t *testing.T) {
 	}
 	a := p.Replicas()[0]
 	a.SetMetrics(Metrics{Running: 1, ScrapedAt: clk.Now()})
-	a.Dispatch(1, 0)
+	a.Dispatch(clk.Now(), Work{PromptTokens: 1})
 	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}, {Name: "b", Address: "127.0.0.1:2"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,9 @@ func (s *Scraper) Probe(ctx context.Context, r *Replica) error {
 // scrape reads r's metrics once and records the result; the path shared by Run and Probe.
 func (s *Scraper) scrape(ctx context.Context, r *Replica) error {
 	seq := r.scrapeStarted.Add(1)
+	counts := r.counts()
 	m, err := s.fetchMetrics(ctx, r)
+	m.Counts = counts
 	if err != nil && ctx.Err() != nil {
 		// The caller gave up (shutdown, a client gone): that says nothing about the replica.
 		return err

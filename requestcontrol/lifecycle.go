@@ -134,7 +134,7 @@ func (f *Flight) schedule(ctx context.Context, subset []string) error {
 	primary := res.Targets[0]
 	f.Features = models.Extract(&f.Req, &primary, f.Decided)
 	f.served = primary
-	f.lease = primary.Replica.Dispatch(f.Req.PromptTokens, f.Req.MaxTokens)
+	f.lease = primary.Replica.Dispatch(f.Decided, WorkOf(&f.Req, &primary))
 	res.Profile.Dispatched(ctx, &f.Req, primary)
 	return nil
 }
@@ -179,8 +179,25 @@ func (f *Flight) FirstToken(now time.Time) {
 	defer f.mu.Unlock()
 	if f.first.IsZero() && !f.ended {
 		f.first = now
-		f.lease.FirstToken()
+		f.lease.FirstToken(now)
 	}
+}
+
+// Generated records that the response has shown n output tokens in all, the latest at now.
+// Adapters call it as the stream goes; what the replica may still generate counts as its
+// load, and the time shows where the replica's step cycle is.
+func (f *Flight) Generated(now time.Time, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ended && !f.first.IsZero() {
+		f.lease.Generated(now, n)
+	}
+}
+
+// WorkOf is req's size as dispatched to c: the uncached part of its prompt follows the prefix
+// match the decision computed for c.
+func WorkOf(req *scheduler.Request, c *scheduler.Candidate) pool.Work {
+	return pool.Work{PromptTokens: req.PromptTokens, UncachedTokens: c.UncachedTokens(req), MaxTokens: req.MaxTokens}
 }
 
 // Outcome is how a request ended, as counted in metrics and recorded.
@@ -233,12 +250,19 @@ func (f *Flight) End(now time.Time, e End) bool {
 		Received: f.Received, Admitted: f.Admitted, Decided: f.Decided, Dispatched: f.dispatched,
 		FirstToken: f.first, End: e,
 	}
-	if v, ok := f.Decision.Targets[0].Value(scheduler.ValuePredictedTTFT); ok {
-		c.PredictedTTFTMs = &v
+	primary := &f.Decision.Targets[0]
+	for _, p := range []struct {
+		v   scheduler.Value
+		dst **float64
+	}{
+		{scheduler.ValuePredictedTTFT, &c.PredictedTTFTMs}, {scheduler.ValuePredictedTPOT, &c.PredictedTPOTMs},
+		{scheduler.ValuePredictedTTFTUpper, &c.PredictedTTFTUpperMs}, {scheduler.ValuePredictedTPOTUpper, &c.PredictedTPOTUpperMs},
+	} {
+		if v, ok := primary.Value(p.v); ok {
+			*p.dst = &v
+		}
 	}
-	if v, ok := f.Decision.Targets[0].Value(scheduler.ValuePredictedTPOT); ok {
-		c.PredictedTPOTMs = &v
-	}
+	c.ModelVersion = primary.ModelVersion
 	if c.Dispatched.IsZero() {
 		c.Dispatched = f.Decided // ended before it was sent
 	}
@@ -305,8 +329,12 @@ type Completion struct {
 	// the fallback and Features still the primary's.
 	Features         models.Vector
 	ServedByFallback bool
-	// PredictedTTFTMs and PredictedTPOTMs are the prediction the decision used, if any.
-	PredictedTTFTMs, PredictedTPOTMs *float64
+	// PredictedTTFTMs and PredictedTPOTMs are the predictions (mean models) the decision had
+	// for the primary, the Upper ones its upper-quantile predictions, if any; ModelVersion
+	// names the models that made them.
+	PredictedTTFTMs, PredictedTPOTMs           *float64
+	PredictedTTFTUpperMs, PredictedTPOTUpperMs *float64
+	ModelVersion                               string
 
 	Received   time.Time // the request arrived
 	Admitted   time.Time // admission let it through

@@ -205,7 +205,7 @@ func TestEndOnce(t *testing.T) {
 	f.Cut(last, End{}, nil)
 	f.FirstToken(last) // late events after the end are ignored
 	nothing(t, fx.seen, "second completion")
-	if l := fx.pool.Replicas()[0].Load(); l != (pool.Load{}) {
+	if l := fx.pool.Replicas()[0].Load(); !l.Idle() {
 		t.Errorf("load after End = %+v, want zero (released exactly once)", l)
 	}
 }

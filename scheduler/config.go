@@ -71,10 +71,16 @@ func DefaultRegistry() Registry {
 		"kv-usage":         noArgs(func(Handle) any { return KVUsageScorer{} }),
 		"running-requests": noArgs(func(Handle) any { return RunningScorer{} }),
 		"inflight-load":    noArgs(func(Handle) any { return InflightLoadScorer{} }),
-		"max-score":        noArgs(func(h Handle) any { return NewMaxScorePicker(h.Seed) }),
-		"round-robin":      noArgs(func(Handle) any { return &RoundRobinPicker{} }),
-		"random":           noArgs(func(h Handle) any { return NewRandomPicker(h.Seed) }),
-		"weighted-random":  noArgs(func(h Handle) any { return NewWeightedRandomPicker(h.Seed) }),
+		"max-score": Typed(func(a MaxScoreArgs, h Handle) (any, error) {
+			p, err := NewExploringMaxScorePicker(h.Seed, a.Explore)
+			if err != nil {
+				return nil, fmt.Errorf("args: %w", err)
+			}
+			return p, nil
+		}),
+		"round-robin":     noArgs(func(Handle) any { return &RoundRobinPicker{} }),
+		"random":          noArgs(func(h Handle) any { return NewRandomPicker(h.Seed) }),
+		"weighted-random": noArgs(func(h Handle) any { return NewWeightedRandomPicker(h.Seed) }),
 		"prefix": Typed(func(a PrefixArgs, h Handle) (any, error) {
 			if a.CapacityBlocks < 0 {
 				return nil, fmt.Errorf("args: capacityBlocks %d must not be negative", a.CapacityBlocks)

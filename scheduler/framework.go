@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,10 +48,13 @@ const (
 	// ValuePrefixMatch is the share of the prompt's blocks the prefix record expects the
 	// replica to hold (0..1).
 	ValuePrefixMatch Value = iota
-	// ValuePredictedTTFT and ValuePredictedTPOT are a predictor's estimates for the request
-	// on the replica, in milliseconds.
+	// ValuePredictedTTFT and ValuePredictedTPOT are a predictor's estimates (mean models) for
+	// the request on the replica, in milliseconds; the Upper values its upper-quantile
+	// estimates (p90 by default).
 	ValuePredictedTTFT
 	ValuePredictedTPOT
+	ValuePredictedTTFTUpper
+	ValuePredictedTPOTUpper
 	numValues
 )
 
@@ -61,6 +65,10 @@ type Candidate struct {
 	Endpoint pool.Endpoint
 	Metrics  pool.Metrics
 	Load     pool.Load
+
+	// ModelVersion names the models that made the predicted values (the predictor's cold
+	// start has a name too); "" when no predictor ran.
+	ModelVersion string
 
 	values [numValues]float64
 	set    uint32 // bit v: values[v] was computed in this decision
@@ -81,6 +89,16 @@ func (c *Candidate) SetValue(v Value, x float64) {
 // Value returns v and whether a plugin computed it in this decision.
 func (c *Candidate) Value(v Value) (float64, bool) {
 	return c.values[v], c.set&(1<<v) != 0
+}
+
+// UncachedTokens is the part of req's prompt the replica would compute: the prompt less the
+// share the prefix record expects it to hold (the whole prompt when no prefix plugin ran).
+func (c *Candidate) UncachedTokens(req *Request) int {
+	m, ok := c.Value(ValuePrefixMatch)
+	if !ok {
+		return req.PromptTokens
+	}
+	return int(math.Round(float64(req.PromptTokens) * (1 - min(max(m, 0), 1))))
 }
 
 // Filter removes candidates that must not serve the request. It may reorder or reuse cands
@@ -119,8 +137,10 @@ type DispatchObserver interface {
 	Moved(ctx context.Context, req *Request, from, to Candidate)
 }
 
-// Predictor estimates, for each candidate, the request's latency there: it sets
-// ValuePredictedTTFT and ValuePredictedTPOT. A Handle's Predictor is nil until a model serves.
+// Predictor estimates, for each candidate, the request's latency there: it sets the
+// ValuePredicted values and ModelVersion. The scheduler calls it once per decision, after the
+// pre-score plugins (its features include their values, such as the prefix match) and before
+// the scorers, so that every scorer and picker can read the predictions. It must not block.
 type Predictor interface {
 	Predict(ctx context.Context, req *Request, cands []Candidate)
 }
@@ -135,7 +155,8 @@ type Handle struct {
 	Metrics prometheus.Registerer
 	// Seed makes randomised plugins repeatable.
 	Seed uint64
-	// Predictor is the latency predictor, nil when none is loaded.
+	// Predictor is the scheduler's latency predictor, nil when it has none. Plugins read its
+	// predictions from the candidates; they need not call it.
 	Predictor Predictor
 }
 

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -54,12 +55,34 @@ func (r *lockedRand) shuffledIndices(order []int, n int) ([]int, []int) {
 }
 
 // MaxScorePicker orders candidates by total score, breaking ties at random so that equal
-// replicas share traffic instead of the first one taking it all.
-type MaxScorePicker struct{ r lockedRand }
+// replicas share traffic instead of the first one taking it all. With an exploration rate it
+// orders a share of decisions at random instead, so that what is learnt from where requests
+// went covers replicas the scores would not have chosen.
+type MaxScorePicker struct {
+	r       lockedRand
+	explore float64
+}
+
+// MaxScoreArgs are the max-score picker's arguments.
+type MaxScoreArgs struct {
+	// Explore is the share of decisions, 0..1, whose order is drawn uniformly at random.
+	Explore float64 `json:"explore"`
+}
 
 // NewMaxScorePicker returns a picker whose tie-breaks follow seed, so simulations repeat.
 func NewMaxScorePicker(seed uint64) *MaxScorePicker {
 	return &MaxScorePicker{r: newLockedRand(seed, 0x9e3779b97f4a7c15)}
+}
+
+// NewExploringMaxScorePicker returns a max-score picker that orders a share explore of its
+// decisions at random.
+func NewExploringMaxScorePicker(seed uint64, explore float64) (*MaxScorePicker, error) {
+	if !(explore >= 0 && explore <= 1) {
+		return nil, fmt.Errorf("explore %v must be between 0 and 1", explore)
+	}
+	p := NewMaxScorePicker(seed)
+	p.explore = explore
+	return p, nil
 }
 
 // Name implements Picker.
@@ -68,8 +91,16 @@ func (*MaxScorePicker) Name() string { return "max-score" }
 // Pick implements Picker.
 func (p *MaxScorePicker) Pick(_ context.Context, _ *Request, cands []Candidate, scores []float64, n int, order []int) []int {
 	start := len(order)
+	explore := false
+	if p.explore > 0 {
+		p.r.mu.Lock()
+		explore = p.r.rng.Float64() < p.explore
+		p.r.mu.Unlock()
+	}
 	// Shuffle first, then a stable sort by score: ties end up in random order.
 	order, idx := p.r.shuffledIndices(order, len(cands))
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+	if !explore {
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+	}
 	return order[:start+min(n, len(idx))]
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/augur-llm/augur/pool"
 )
 
 func TestRoundRobinTakesTurns(t *testing.T) {
@@ -12,7 +15,7 @@ func TestRoundRobinTakesTurns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Replicas()[0].Dispatch(1000, 0) // load must not matter to round-robin
+	p.Replicas()[0].Dispatch(time.Time{}, pool.Work{PromptTokens: 1000}) // load must not matter to round-robin
 	s, err := New(p, prof, 1)
 	if err != nil {
 		t.Fatal(err)

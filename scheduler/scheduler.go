@@ -24,6 +24,7 @@ type Scheduler struct {
 	pool      *pool.Pool
 	fallbacks atomic.Int64
 	profile   atomic.Pointer[Profile]
+	predictor Predictor // nil: no predictions
 	scratch   sync.Pool
 }
 
@@ -36,10 +37,15 @@ type scratch struct {
 
 // New returns a scheduler over p using prof, choosing up to fallbacks extra replicas.
 func New(p *pool.Pool, prof *Profile, fallbacks int) (*Scheduler, error) {
+	return NewWithPredictor(p, prof, fallbacks, nil)
+}
+
+// NewWithPredictor is New with a latency predictor that every decision consults (nil: none).
+func NewWithPredictor(p *pool.Pool, prof *Profile, fallbacks int, pred Predictor) (*Scheduler, error) {
 	if err := prof.validate(); err != nil {
 		return nil, err
 	}
-	s := &Scheduler{pool: p}
+	s := &Scheduler{pool: p, predictor: pred}
 	s.SetFallbacks(fallbacks)
 	s.profile.Store(prof)
 	s.scratch.New = func() any { return new(scratch) }
@@ -144,6 +150,9 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 
 	for _, ps := range prof.preScorers {
 		ps.PreScore(ctx, req, cands)
+	}
+	if s.predictor != nil {
+		s.predictor.Predict(ctx, req, cands)
 	}
 
 	scores := grow(sc.scores, len(cands))

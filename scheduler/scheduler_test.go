@@ -54,7 +54,7 @@ func TestLeastLoadedWinsAndFallbacksFollowScore(t *testing.T) {
 			r.SetMetrics(pool.Metrics{Running: load, ScrapedAt: clk.Now()})
 		} else {
 			for range load {
-				r.Dispatch(100, 0)
+				r.Dispatch(time.Time{}, pool.Work{PromptTokens: 100})
 			}
 		}
 	}
@@ -134,7 +134,7 @@ func TestScoresAreClampedAndWeighted(t *testing.T) {
 		{"NaN beside the idle replica's 0", fixedScorer{0, math.NaN()}},
 	} {
 		p, _ := testPool(t, 2)
-		p.Replicas()[0].Dispatch(10, 0) // r0 busier: load scorer gives r0 0, r1 1
+		p.Replicas()[0].Dispatch(time.Time{}, pool.Work{PromptTokens: 10}) // r0 busier: load scorer gives r0 0, r1 1
 		prof := &Profile{Name: "x", Scorers: []WeightedScorer{
 			{Scorer: LoadScorer{}, Weight: 2},
 			{Scorer: tc.scores, Weight: 1},

@@ -156,7 +156,7 @@ func TestHotspotGuardSpreadsAHotPrefix(t *testing.T) {
 				t.Fatal(err)
 			}
 			perReplica[res.Targets[0].Replica.Name]++
-			leases = append(leases, res.Targets[0].Replica.Dispatch(1000, 0))
+			leases = append(leases, res.Targets[0].Replica.Dispatch(time.Time{}, pool.Work{PromptTokens: 1000}))
 		}
 		for _, l := range leases {
 			l.Release()

@@ -39,9 +39,13 @@ type Sample struct {
 	// Features are the chosen replica's features at decision time, one column each.
 	Features models.Vector
 
-	SLOTTFTMs, SLOTPOTMs             *float64
-	PredictedTTFTMs, PredictedTPOTMs *float64
-	ModelVersion                     *string
+	SLOTTFTMs, SLOTPOTMs *float64
+	// PredictedTTFTMs and PredictedTPOTMs are the mean predictions the decision had for the
+	// chosen replica, the Upper ones its upper-quantile predictions; ModelVersion names the
+	// models (or the cold-start estimate) that made them.
+	PredictedTTFTMs, PredictedTPOTMs           *float64
+	PredictedTTFTUpperMs, PredictedTPOTUpperMs *float64
+	ModelVersion                               *string
 
 	DecisionUs           float64
 	TTFTMs, TPOTMs       *float64
@@ -103,6 +107,7 @@ func (s *Sample) Validate() error {
 	}{
 		{"ttft_ms", s.TTFTMs}, {"tpot_ms", s.TPOTMs}, {"slo_ttft_ms", s.SLOTTFTMs}, {"slo_tpot_ms", s.SLOTPOTMs},
 		{"predicted_ttft_ms", s.PredictedTTFTMs}, {"predicted_tpot_ms", s.PredictedTPOTMs},
+		{"predicted_ttft_upper_ms", s.PredictedTTFTUpperMs}, {"predicted_tpot_upper_ms", s.PredictedTPOTUpperMs},
 	} {
 		if f.v != nil && (math.IsNaN(*f.v) || math.IsInf(*f.v, 0) || *f.v < 0 || *f.v > maxLatencyMs) {
 			return bad(f.name, *f.v)
@@ -145,6 +150,7 @@ var (
 	headColumns = []string{"time", "request_id", "model", "objective", "fairness_id", "stream", "replica", "replica_address",
 		"replica_class", "served_by_fallback", "schema_version"}
 	tailColumns = []string{"slo_ttft_ms", "slo_tpot_ms", "predicted_ttft_ms", "predicted_tpot_ms",
+		"predicted_ttft_upper_ms", "predicted_tpot_upper_ms",
 		"model_version", "decision_us", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens_reported", "cached_tokens_reported",
 		"output_tokens", "outcome", "status"}
 )
@@ -171,7 +177,7 @@ func (s *Sample) values() []any {
 			out = append(out, v)
 		}
 	}
-	return append(out, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs,
+	return append(out, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs, s.PredictedTTFTUpperMs, s.PredictedTPOTUpperMs,
 		s.ModelVersion, s.DecisionUs, s.TTFTMs, s.TPOTMs, s.E2EMs, s.PromptTokensReported, s.CachedTokensReported,
 		s.OutputTokens, s.Outcome, s.Status)
 }
@@ -184,7 +190,7 @@ func (s *Sample) scan(row pgx.Row) error {
 	for i := range feats {
 		targets = append(targets, &feats[i])
 	}
-	targets = append(targets, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs,
+	targets = append(targets, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs, &s.PredictedTTFTUpperMs, &s.PredictedTPOTUpperMs,
 		&s.ModelVersion, &s.DecisionUs, &s.TTFTMs, &s.TPOTMs, &s.E2EMs, &s.PromptTokensReported, &s.CachedTokensReported,
 		&s.OutputTokens, &s.Outcome, &s.Status)
 	if err := row.Scan(targets...); err != nil {

@@ -55,6 +55,7 @@ func fullSample(i int, at time.Time) store.Sample {
 		FairnessID: "tenant-1", Stream: i%2 == 0, ServedByFallback: i%3 == 0, Replica: "sim-1", ReplicaAddress: "10.0.0.1:8000", ReplicaClass: "8b-h100",
 		SchemaVersion: models.SchemaVersion, Features: distinctFeatures(),
 		SLOTTFTMs: ptr(500.0), SLOTPOTMs: ptr(50.0), PredictedTTFTMs: ptr(212.5), PredictedTPOTMs: ptr(31.25),
+		PredictedTTFTUpperMs: ptr(290.5), PredictedTPOTUpperMs: ptr(40.75),
 		ModelVersion: ptr("ttft-2026-11-25T00:00:00Z"), DecisionUs: 18.75, TTFTMs: ptr(230.125), TPOTMs: ptr(29.5),
 		E2EMs: 29700.5, PromptTokensReported: ptr(7200), CachedTokensReported: ptr(6000), OutputTokens: 1000,
 		Outcome: "ok", Status: 200,
@@ -71,7 +72,7 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 		t.Fatalf("second migration: %v", err)
 	}
 	var applied int
-	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 2 {
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 3 {
 		t.Fatalf("schema_migrations rows %d (%v)", applied, err)
 	}
 	at := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)
@@ -79,8 +80,9 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 	// A sample with every optional value absent round-trips as NULLs.
 	sparse := fullSample(3, at.Add(2*time.Second))
 	sparse.SLOTTFTMs, sparse.SLOTPOTMs, sparse.PredictedTTFTMs, sparse.PredictedTPOTMs = nil, nil, nil, nil
+	sparse.PredictedTTFTUpperMs, sparse.PredictedTPOTUpperMs = nil, nil
 	sparse.ModelVersion, sparse.TTFTMs, sparse.TPOTMs, sparse.PromptTokensReported, sparse.CachedTokensReported = nil, nil, nil, nil, nil
-	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens"} { // NULL by the schema's rule
+	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens", "last_token_age_ms"} { // NULL by the schema's rule
 		sparse.Features.Clear(models.Index(name))
 	}
 	in = append(in, sparse)
@@ -143,7 +145,7 @@ func TestTableFollowsFeatureSchema(t *testing.T) {
 			t.Errorf("feature %s: column %+v (present %v), want %s", f.Name, c, ok, want)
 		}
 	}
-	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens"} {
+	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens", "last_token_age_ms"} {
 		if cols[name].nullable != "YES" {
 			t.Errorf("column %s must be nullable: the schema leaves it NULL when not computed", name)
 		}

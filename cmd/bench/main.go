@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -73,6 +72,8 @@ type options struct {
 	recordDB   string
 	recordFile string
 	scrape     time.Duration
+	learning   bool
+	learn      learnOptions
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -99,8 +100,25 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar")
 	fs.StringVar(&o.recordDB, "record-db", "", `virtual: record every request's sample to this Postgres URL, as the picker does ("local": start one under .cache/bench-postgres)`)
 	fs.StringVar(&o.recordFile, "record-file", "", "virtual: write every request's sample to this CSV file, in the request_samples schema")
+	fs.BoolVar(&o.learning, "learn", false, "the learning loop in the wind tunnel: record virtual traffic from --train-seeds to --record-db (default local), train from it, judge the models on traffic from --test-seeds")
+	fs.IntVar(&o.learn.samples, "samples", 100_000, "learn: training requests to simulate (seeds 1, 2, ... until reached)")
+	fs.IntVar(&o.learn.testSamples, "test-samples", 50_000, "learn: held-out samples to judge on (seeds 1001, 1002, ...)")
+	fs.DurationVar(&o.learn.runLength, "run-length", 15*time.Second, "learn: arrivals of each run (scenario, load, seed)")
+	fs.StringVar(&o.learn.modelsOut, "models-out", "", "learn: also write the published models to this directory")
+	fs.StringVar(&o.learn.method, "quantile-method", "", "learn: calibrated (default) or pinball")
+	fs.IntVar(&o.learn.trees, "trees", 0, "learn: boosting rounds (0: the trainer's default)")
+	fs.IntVar(&o.learn.depth, "depth", 0, "learn: tree depth (0: the trainer's default)")
+	fs.Float64Var(&o.learn.eta, "eta", 0, "learn: learning rate (0: the trainer's default)")
+	fs.IntVar(&o.learn.bucketCap, "bucket-cap", 0, "learn: training samples kept per balancing bucket (0: the trainer's default, -1: all)")
+	fs.BoolVar(&o.learn.byRun, "by-run", false, "learn: break the held-out accuracy down by scenario and load")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.learning && (o.localStack || o.gateway != "" || o.recordFile != "") {
+		return o, fmt.Errorf("--learn runs in virtual time and records to --record-db")
+	}
+	if o.learning && (o.learn.samples < 1000 || o.learn.testSamples < 1000 || o.learn.runLength < time.Second) {
+		return o, fmt.Errorf("--samples and --test-samples must be at least 1000, --run-length at least 1s")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %v", fs.Args())
@@ -154,32 +172,19 @@ func (o options) generator() (workload.Generator, workload.Ladder, error) {
 }
 
 func (o options) replicaSpecs() ([]virtual.ReplicaSpec, error) {
-	groups := []string{fmt.Sprintf("%dx%s", o.replicas, o.profile)}
 	if o.pool != "" {
-		groups = strings.Split(o.pool, ",")
+		return virtual.ParsePool(o.pool)
 	}
-	var specs []virtual.ReplicaSpec
-	for _, g := range groups {
-		n, name, ok := strings.Cut(strings.TrimSpace(g), "x")
-		count, err := strconv.Atoi(n)
-		if !ok || err != nil || count < 1 {
-			return nil, fmt.Errorf("pool entry %q: want COUNTxPROFILE, e.g. 6x8b-h100", g)
-		}
-		p, err := sim.LookupProfile(name)
-		if err != nil {
-			return nil, fmt.Errorf("pool entry %q: %w", g, err)
-		}
-		for range count {
-			specs = append(specs, virtual.ReplicaSpec{Name: fmt.Sprintf("sim-%d", len(specs)), Profile: p})
-		}
-	}
-	return specs, nil
+	return virtual.ParsePool(fmt.Sprintf("%dx%s", o.replicas, o.profile))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parse(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.learning {
+		return learn(ctx, o, stdout, stderr)
 	}
 	m, err := execute(ctx, o, stderr)
 	if err != nil {

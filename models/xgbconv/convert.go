@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 )
@@ -384,4 +385,96 @@ func convertTree(t *jsonTree, numFeature int) (treeParam, []node, []nodeStat, er
 	}
 	tp = treeParam{NumRoots: 1, NumNodes: int32(n), NumDeleted: int32(deleted), MaxDepth: int32(maxDepth), NumFeature: int32(numFeature)}
 	return tp, nodes, stats, nil
+}
+
+// maxBinaryString bounds the strings of a binary model (objective and booster names).
+const maxBinaryString = 256
+
+// CheckBinary walks a model in the binary format ConvertJSON writes and reports the first
+// thing that is not in that format: a truncated or padded file, a length or count that does
+// not fit the bytes, a child or split feature out of range. A reader that trusts a length
+// field allocates what it says; checking first means a corrupt file is refused instead of
+// exhausting memory. It returns the model's feature and tree counts.
+func CheckBinary(b []byte) (numFeatures, numTrees int, err error) {
+	r := bytes.NewReader(b)
+	read := func(v any) error {
+		if err := binary.Read(r, binary.LittleEndian, v); err != nil {
+			return fmt.Errorf("xgbconv: binary model truncated: %w", err)
+		}
+		return nil
+	}
+	var lp learnerModelParam
+	if err := read(&lp); err != nil {
+		return 0, 0, err
+	}
+	if lp.NumFeatures == 0 || lp.NumFeatures > math.MaxInt32 || lp.NumClass > 1 || lp.ContainExtraAttrs != 0 || lp.ContainEvalMetrics != 0 {
+		return 0, 0, fmt.Errorf("xgbconv: binary model header %+v is not one ConvertJSON writes", lp)
+	}
+	for range 2 {
+		var n uint64
+		if err := read(&n); err != nil {
+			return 0, 0, err
+		}
+		if n > maxBinaryString || n > uint64(r.Len()) {
+			return 0, 0, fmt.Errorf("xgbconv: binary model string of %d bytes", n)
+		}
+		if _, err := r.Seek(int64(n), io.SeekCurrent); err != nil {
+			return 0, 0, err
+		}
+	}
+	var gp gbTreeModelParam
+	if err := read(&gp); err != nil {
+		return 0, 0, err
+	}
+	nodeSize := int64(binary.Size(node{}) + binary.Size(nodeStat{}))
+	treeSize := int64(binary.Size(treeParam{}))
+	if gp.NumTrees <= 0 || int64(gp.NumTrees)*(treeSize+nodeSize+4) > int64(r.Len()) || gp.NumOutputGroup != 1 || gp.NumFeature <= 0 || uint32(gp.NumFeature) > lp.NumFeatures {
+		return 0, 0, fmt.Errorf("xgbconv: binary model booster %+v does not fit its %d bytes", gp, len(b))
+	}
+	for t := range int(gp.NumTrees) {
+		var tp treeParam
+		if err := read(&tp); err != nil {
+			return 0, 0, err
+		}
+		if tp.NumNodes <= 0 || tp.NumRoots != 1 || tp.SizeLeafVector != 0 || int64(tp.NumNodes)*nodeSize > int64(r.Len()) {
+			return 0, 0, fmt.Errorf("xgbconv: binary model tree %d: %d nodes in %d bytes", t, tp.NumNodes, r.Len())
+		}
+		nodes := make([]node, tp.NumNodes)
+		if err := read(nodes); err != nil {
+			return 0, 0, err
+		}
+		// Walk from the root: every reachable node in range, reached once (no cycle a
+		// prediction could loop on), a leaf or a split on a known feature, finite.
+		seen := make([]bool, len(nodes))
+		stack := []int32{0}
+		seen[0] = true
+		for len(stack) > 0 {
+			i := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			n := nodes[i]
+			if f := float64(n.Info); math.IsNaN(f) || math.IsInf(f, 0) {
+				return 0, 0, fmt.Errorf("xgbconv: binary model tree %d node %d: value %v", t, i, n.Info)
+			}
+			if n.CLeft == -1 && n.CRight == -1 {
+				continue
+			}
+			if n.SIndex&((1<<31)-1) >= lp.NumFeatures {
+				return 0, 0, fmt.Errorf("xgbconv: binary model tree %d node %d: feature %d out of range", t, i, n.SIndex&((1<<31)-1))
+			}
+			for _, c := range []int32{n.CLeft, n.CRight} {
+				if c <= 0 || c >= tp.NumNodes || seen[c] {
+					return 0, 0, fmt.Errorf("xgbconv: binary model tree %d node %d: child %d out of range or reached twice", t, i, c)
+				}
+				seen[c] = true
+				stack = append(stack, c)
+			}
+		}
+		if _, err := r.Seek(int64(tp.NumNodes)*int64(binary.Size(nodeStat{})), io.SeekCurrent); err != nil {
+			return 0, 0, err
+		}
+	}
+	if r.Len() != int(gp.NumTrees)*4 {
+		return 0, 0, fmt.Errorf("xgbconv: binary model has %d bytes after its trees, want %d", r.Len(), int(gp.NumTrees)*4)
+	}
+	return int(lp.NumFeatures), int(gp.NumTrees), nil
 }

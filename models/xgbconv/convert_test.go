@@ -3,6 +3,7 @@ package xgbconv
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"math"
@@ -174,5 +175,41 @@ func TestUnsupportedOrInconsistentModelsAreRefused(t *testing.T) {
 		case !strings.HasPrefix(err.Error(), "xgbconv: "):
 			t.Errorf("%s: error %q does not say where it comes from", c.name, err)
 		}
+	}
+}
+
+func TestCheckBinary(t *testing.T) {
+	js, err := os.ReadFile("testdata/small.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := ConvertJSON(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nf, nt, err := CheckBinary(bin)
+	if err != nil || nf <= 0 || nt <= 0 {
+		t.Fatalf("a converted model: %d features, %d trees, %v", nf, nt, err)
+	}
+	// Every truncation, and bytes added at the end, are refused.
+	for n := range len(bin) {
+		if _, _, err := CheckBinary(bin[:n]); err == nil {
+			t.Fatalf("truncated to %d of %d bytes: accepted", n, len(bin))
+		}
+	}
+	if _, _, err := CheckBinary(append(bin[:len(bin):len(bin)], 0)); err == nil {
+		t.Fatal("a byte too many: accepted")
+	}
+	// A string length that would make a reader allocate gigabytes.
+	bad := append([]byte(nil), bin...)
+	binary.LittleEndian.PutUint64(bad[binary.Size(learnerModelParam{}):], 1<<40)
+	if _, _, err := CheckBinary(bad); err == nil {
+		t.Fatal("a huge string length: accepted")
+	}
+	// Flipping any single byte never crashes it (it may or may not still be a valid model).
+	for i := range bin {
+		b := append([]byte(nil), bin...)
+		b[i] ^= 0xff
+		CheckBinary(b)
 	}
 }

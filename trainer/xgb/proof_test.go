@@ -68,12 +68,7 @@ func compare(t *testing.T, name string, b *xgb.Booster, js []byte, x []float32, 
 	if err != nil {
 		t.Fatalf("%s: leaves cannot load the converted model: %v", name, err)
 	}
-	d, err := xgb.NewDMatrix(x, rows, features)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Free()
-	want, err := b.Predict(d, false, false)
+	want, err := b.PredictFromDense(x, rows, features)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,17 +69,26 @@ func (d *DMatrix) Free() {
 	}
 }
 
-// Booster is an XGBoost model being trained. Free releases it. Not safe for concurrent use.
+// Booster is an XGBoost model being trained. Free releases it.
+//
+// A booster belongs to the goroutine that created it, which NewBooster locks to its OS thread
+// until Free: XGBoost keeps a booster's training-data cache per thread, so a boosting round
+// run on another thread than the one that created the booster finds no data ("0 feature is
+// supplied"), and its error message is per thread too. Create, train and free a booster on
+// one goroutine.
 type Booster struct {
 	h     C.BoosterHandle
 	train *DMatrix
 }
 
-// NewBooster creates a booster that trains on train (which must outlive it).
+// NewBooster creates a booster that trains on train (which must outlive it) and locks the
+// calling goroutine to its thread until Free.
 func NewBooster(train *DMatrix) (*Booster, error) {
+	runtime.LockOSThread()
 	b := &Booster{train: train}
 	dm := [1]C.DMatrixHandle{train.h}
 	if err := check(C.XGBoosterCreate(&dm[0], 1, &b.h), "XGBoosterCreate"); err != nil {
+		runtime.UnlockOSThread()
 		return nil, err
 	}
 	return b, nil
@@ -149,10 +158,62 @@ func (b *Booster) SaveJSON() ([]byte, error) {
 	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))...), nil
 }
 
-// Free releases the booster; it may be called more than once.
+// Free releases the booster and unlocks its goroutine from its thread; it may be called more
+// than once.
 func (b *Booster) Free() {
 	if b.h != nil {
 		C.XGBoosterFree(b.h)
 		b.h = nil
+		runtime.UnlockOSThread()
 	}
+}
+
+// PredictFromDense predicts rows x cols values (row-major, NaN missing) in place, without a
+// DMatrix (XGBoosterPredictFromDense): the model's output for each row, base score included.
+func (b *Booster) PredictFromDense(values []float32, rows, cols int) ([]float32, error) {
+	if rows <= 0 || cols <= 0 || len(values) != rows*cols {
+		return nil, fmt.Errorf("xgb: %d values for %d x %d", len(values), rows, cols)
+	}
+	// The array interface passes the data's address as a number; the data is copied to C
+	// memory so that no Go pointer travels that way.
+	n := C.size_t(len(values)) * C.size_t(unsafe.Sizeof(float32(0)))
+	buf := C.malloc(n)
+	if buf == nil {
+		return nil, errors.New("xgb: out of memory")
+	}
+	defer C.free(buf)
+	copy(unsafe.Slice((*float32)(buf), len(values)), values)
+	arr := C.CString(fmt.Sprintf(`{"data": [%d, true], "shape": [%d, %d], "typestr": "<f4", "version": 3}`, uintptr(buf), rows, cols))
+	defer C.free(unsafe.Pointer(arr))
+	cfg := C.CString(`{"type": 0, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false, "missing": NaN, "cache_id": 0}`)
+	defer C.free(unsafe.Pointer(cfg))
+	var shape *C.bst_ulong
+	var dim C.bst_ulong
+	var res *C.float
+	if err := check(C.XGBoosterPredictFromDense(b.h, arr, cfg, nil, &shape, &dim, &res), "XGBoosterPredictFromDense"); err != nil {
+		return nil, err
+	}
+	total := 1
+	for _, s := range unsafe.Slice(shape, int(dim)) {
+		total *= int(s)
+	}
+	if total != rows {
+		return nil, fmt.Errorf("xgb: %d predictions for %d rows", total, rows)
+	}
+	out := make([]float32, rows)
+	copy(out, unsafe.Slice((*float32)(unsafe.Pointer(res)), rows))
+	return out, nil
+}
+
+// SetBaseMargin sets one starting margin per row: boosting fits the trees to what the margin
+// leaves unexplained, and predictions on d add it.
+func (d *DMatrix) SetBaseMargin(margin []float32) error {
+	if len(margin) != d.rows {
+		return fmt.Errorf("xgb: %d margins for %d rows", len(margin), d.rows)
+	}
+	field := C.CString("base_margin")
+	defer C.free(unsafe.Pointer(field))
+	rc := C.XGDMatrixSetFloatInfo(d.h, field, (*C.float)(unsafe.Pointer(&margin[0])), C.bst_ulong(len(margin)))
+	runtime.KeepAlive(margin)
+	return check(rc, "XGDMatrixSetFloatInfo")
 }

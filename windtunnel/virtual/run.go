@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/augur-llm/augur/pool"
@@ -36,6 +38,32 @@ type Config struct {
 	// Observers receive every dispatched request's completion, stamped with virtual time,
 	// exactly as the picker's observers do in production (the recorder, for one).
 	Observers []requestcontrol.Observer
+	// Predictor, when set, predicts every decision's latencies as the picker's does.
+	Predictor scheduler.Predictor
+	// Start is the virtual instant the run begins at (zero: Epoch). Outcomes are offsets
+	// from it; recorded samples carry absolute times.
+	Start time.Time
+}
+
+// ParsePool reads a pool description, "COUNTxPROFILE,..." (e.g. "6x8b-h100,2x8b-a100"), into
+// replicas named sim-0, sim-1, ...
+func ParsePool(s string) ([]ReplicaSpec, error) {
+	var specs []ReplicaSpec
+	for _, g := range strings.Split(s, ",") {
+		n, name, ok := strings.Cut(strings.TrimSpace(g), "x")
+		count, err := strconv.Atoi(n)
+		if !ok || err != nil || count < 1 {
+			return nil, fmt.Errorf("pool entry %q: want COUNTxPROFILE, e.g. 6x8b-h100", g)
+		}
+		p, err := sim.LookupProfile(name)
+		if err != nil {
+			return nil, fmt.Errorf("pool entry %q: %w", g, err)
+		}
+		for range count {
+			specs = append(specs, ReplicaSpec{Name: fmt.Sprintf("sim-%d", len(specs)), Profile: p})
+		}
+	}
+	return specs, nil
 }
 
 // Progress is how far a run has got.
@@ -60,8 +88,8 @@ type Result struct {
 	Events   int
 }
 
-// epoch is where virtual time starts; fixed so that runs repeat exactly.
-var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+// Epoch is where virtual time starts by default; fixed so that runs repeat exactly.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type record struct {
 	arrived  time.Time
@@ -83,6 +111,7 @@ type record struct {
 
 type run struct {
 	cfg      Config
+	epoch    time.Time
 	clk      *vclock
 	pool     *pool.Pool
 	director *requestcontrol.Director
@@ -109,7 +138,10 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	if cfg.ScrapeInterval <= 0 {
 		cfg.ScrapeInterval = pool.DefaultScrapeInterval
 	}
-	r := &run{cfg: cfg, clk: &vclock{now: epoch}, next: next, byAddr: map[*pool.Replica]int{}}
+	if cfg.Start.IsZero() {
+		cfg.Start = Epoch
+	}
+	r := &run{cfg: cfg, epoch: cfg.Start, clk: &vclock{now: cfg.Start}, next: next, byAddr: map[*pool.Replica]int{}}
 	r.pool = pool.New(r.clk, cfg.StaleAfter)
 	eps := make([]pool.Endpoint, len(cfg.Replicas))
 	for i, spec := range cfg.Replicas {
@@ -132,7 +164,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
-	sched, err := scheduler.New(r.pool, prof, 0)
+	sched, err := scheduler.NewWithPredictor(r.pool, prof, 0, cfg.Predictor)
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
@@ -143,7 +175,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	for i := range r.replicas {
 		r.scrape(i)
 		phase := cfg.ScrapeInterval * time.Duration(i) / time.Duration(len(r.replicas))
-		r.q.push(event{at: epoch.Add(cfg.ScrapeInterval + phase), kind: evScrape, replica: i})
+		r.q.push(event{at: r.epoch.Add(cfg.ScrapeInterval + phase), kind: evScrape, replica: i})
 	}
 	r.pull()
 
@@ -170,7 +202,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 			}
 		}
 		if cfg.Progress != nil {
-			if el := r.clk.now.Sub(epoch); el-lastReport >= time.Second {
+			if el := r.clk.now.Sub(r.epoch); el-lastReport >= time.Second {
 				lastReport = el
 				cfg.Progress(Progress{Elapsed: el, Arrived: len(r.recs), Completed: r.done})
 			}
@@ -183,7 +215,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 func (r *run) pull() {
 	r.pending, r.hasNext = r.next()
 	if r.hasNext {
-		r.q.push(event{at: epoch.Add(r.pending.At), kind: evArrival})
+		r.q.push(event{at: r.epoch.Add(r.pending.At), kind: evArrival})
 	}
 }
 
@@ -245,6 +277,8 @@ func (r *run) onToken(t sim.Token) {
 			// The picker sees a first token only in a streamed response, as in production.
 			rec.flight.FirstToken(now)
 		}
+	} else if rec.stream && !t.Done {
+		rec.flight.Generated(now, t.Generated)
 	}
 	rec.last, rec.out = now, t.Generated
 	if t.Done {
@@ -273,14 +307,14 @@ func (r *run) result() Result {
 	for _, rec := range r.recs {
 		o := report.Outcome{
 			Class: rec.class, Stage: rec.stage, SLOTTFT: rec.sloTTFT, SLOTPOT: rec.sloTPOT,
-			Start: rec.arrived.Sub(epoch), Status: rec.status,
+			Start: rec.arrived.Sub(r.epoch), Status: rec.status,
 			PromptTokens: rec.prompt, CachedTokens: rec.cached, OutputTokens: rec.out,
 		}
 		if rec.replica >= 0 {
 			o.Replica = r.cfg.Replicas[rec.replica].Name
 		}
 		if rec.status == 200 {
-			o.End = rec.last.Sub(epoch)
+			o.End = rec.last.Sub(r.epoch)
 			o.E2E = rec.last.Sub(rec.arrived)
 			o.TTFT = rec.first.Sub(rec.arrived)
 			o.TPOT = requestcontrol.TPOT(rec.first, rec.last, rec.out)
@@ -293,7 +327,7 @@ func (r *run) result() Result {
 		res.Outcomes = append(res.Outcomes, o)
 	}
 	if !last.IsZero() {
-		res.Elapsed = last.Sub(epoch)
+		res.Elapsed = last.Sub(r.epoch)
 	}
 	for i, rep := range r.replicas {
 		res.Replicas = append(res.Replicas, ReplicaResult{Name: r.cfg.Replicas[i].Name, Profile: rep.Config().Profile.Name, Snapshot: rep.Snapshot()})

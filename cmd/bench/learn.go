@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/augur-llm/augur/local/pgserver"
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/predictor"
+	"github.com/augur-llm/augur/requestcontrol"
+	"github.com/augur-llm/augur/store"
+	"github.com/augur-llm/augur/trainer"
+	"github.com/augur-llm/augur/windtunnel/corpus"
+	"github.com/augur-llm/augur/windtunnel/virtual"
+)
+
+// learnOptions are the flags of --learn.
+type learnOptions struct {
+	samples, testSamples int
+	runLength            time.Duration
+	modelsOut            string
+	method               string
+	trees, depth         int
+	eta                  float64
+	bucketCap            int
+	byRun                bool
+}
+
+// Held-out traffic comes from seeds from here on; training traffic from 1 up.
+const firstTestSeed = 1001
+
+// learn is bench --learn: the learning loop in the wind tunnel. Virtual traffic (mixed
+// workloads, heterogeneous pools, idle to 1.5x capacity, 10% of decisions explored) from
+// seeds 1, 2, ... is recorded to Postgres by the picker's own recorder until --samples
+// requests were; the trainer trains from Postgres exactly as its production job does; the
+// models it publishes are then judged on traffic from seeds 1001, 1002, ..., which neither
+// they nor the trainer's holdout saw.
+func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	lo := o.learn
+	progress := func(format string, args ...any) {
+		if !o.noProgress {
+			fmt.Fprintf(stderr, format, args...)
+		}
+	}
+	caps := map[corpus.Scenario]float64{}
+	for _, sc := range corpus.DefaultScenarios() {
+		start := time.Now()
+		c, err := corpus.Capacity(ctx, sc, o.seed)
+		if err != nil {
+			return err
+		}
+		caps[sc] = c
+		fmt.Fprintf(stdout, "capacity of %s: %.1f req/s (measured in %s)\n", sc, c, time.Since(start).Round(10*time.Millisecond))
+	}
+
+	db, stop, err := openLearnDB(ctx, o.recordDB)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	rec := store.NewRecorder(db, store.RecorderOptions{Retention: -1, BufferSize: 2 * lo.samples})
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run() }()
+	start := time.Now()
+	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch
+	for seed := uint64(1); requests < lo.samples; seed++ {
+		sum, err := corpus.Generate(ctx, corpus.Options{
+			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: caps, Start: at,
+			NewObservers: func(corpus.Run) []requestcontrol.Observer { return []requestcontrol.Observer{picker.Recording(rec)} },
+			Progress: func(done, total int, r corpus.Run) {
+				progress("\rtraining traffic, seed %d: run %d/%d (%s at %.2fx)            ", seed, done, total, r.Scenario, r.Load)
+			},
+		})
+		if err != nil {
+			return err
+		}
+		requests, runs, seeds, at = requests+sum.Requests, runs+len(sum.Runs), seeds+1, sum.End
+	}
+	progress("\n")
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = rec.Close(cctx)
+	cancel()
+	<-recDone
+	st := rec.Stats()
+	if err == nil && st.Recorded != st.Added {
+		err = fmt.Errorf("%d of %d samples not recorded", st.Added-st.Recorded, st.Added)
+	}
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	fmt.Fprintf(stdout, "training traffic: seeds 1-%d, %d runs of %s (%d scenarios x %d loads per seed), %d requests, %d samples recorded to Postgres in %s\n",
+		seeds, runs, lo.runLength, len(caps), len(corpus.DefaultLoads()), requests, st.Recorded, time.Since(start).Round(10*time.Millisecond))
+
+	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed}
+	if lo.trees > 0 {
+		topts.Params.Trees = lo.trees
+	}
+	if lo.depth > 0 {
+		topts.Params.Depth = lo.depth
+	}
+	if lo.eta > 0 {
+		topts.Params.Eta = lo.eta
+	}
+	topts.Progress = func(p trainer.Progress) {
+		progress("\rtraining %s %s model: round %d/%d   ", p.Target, p.Model, p.Round, p.Rounds)
+	}
+	rep, err := trainer.Run(ctx, db, topts)
+	progress("\n")
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	champions, err := store.Champions(ctx, db)
+	if err != nil {
+		return err
+	}
+	set, err := predictor.Load(champions)
+	if err != nil {
+		return fmt.Errorf("the published models do not load: %w", err)
+	}
+	if lo.modelsOut != "" {
+		for _, a := range champions {
+			if err := models.WriteDir(lo.modelsOut, a); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(stdout, "\nmodels %s written to %s\n", set.Version(), lo.modelsOut)
+	}
+
+	// Judgement on traffic from seeds the trainer never saw.
+	var rows []trainer.Row
+	var tags []string
+	start, requests, seeds = time.Now(), 0, 0
+	for seed := uint64(firstTestSeed); len(rows) < lo.testSamples; seed++ {
+		sum, err := corpus.Generate(ctx, corpus.Options{
+			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: caps, Start: at,
+			NewObservers: func(r corpus.Run) []requestcontrol.Observer {
+				tag := fmt.Sprintf("%s/%.2f", r.Scenario, r.Load)
+				return []requestcontrol.Observer{requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
+					s := picker.SampleOf(c)
+					if row, ok := trainer.RowOf(&s); ok {
+						rows, tags = append(rows, row), append(tags, tag)
+					}
+				})}
+			},
+			Progress: func(done, total int, r corpus.Run) { progress("\rheld-out traffic, seed %d: run %d/%d            ", seed, done, total) },
+		})
+		if err != nil {
+			return err
+		}
+		requests, seeds, at = requests+sum.Requests, seeds+1, sum.End
+	}
+	progress("\n")
+	fmt.Fprintf(stdout, "\nheld-out traffic: seeds %d-%d (not trained on), %d requests, %d labelled samples, in %s\n",
+		firstTestSeed, firstTestSeed+seeds-1, requests, len(rows), time.Since(start).Round(10*time.Millisecond))
+	for _, t := range models.Targets() {
+		m, u := trainer.Evaluate(set, t, rows, 0.9)
+		fmt.Fprintf(stdout, "\n%s on held-out seeds (models %s):\n", strings.ToUpper(string(t)), set.Version())
+		if err := trainer.WriteEvaluation(stdout, m, u, nil, nil); err != nil {
+			return err
+		}
+		if lo.byRun {
+			if err := writeByRun(stdout, set, t, rows, tags); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeByRun breaks the held-out evaluation down by scenario and load.
+func writeByRun(w io.Writer, set *predictor.Set, t models.Target, rows []trainer.Row, tags []string) error {
+	by := map[string][]trainer.Row{}
+	for i := range rows {
+		by[tags[i]] = append(by[tags[i]], rows[i])
+	}
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tsamples\tMAPE\tp90 coverage\t")
+	for _, k := range keys {
+		m, u := trainer.Evaluate(set, t, by[k], 0.9)
+		if m.Overall.Count == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%.1f%%\t\n", k, m.Overall.Count, 100*m.Overall.MAPE, 100*u.Overall.Coverage)
+	}
+	return tw.Flush()
+}
+
+// openLearnDB opens url, or with "local" (or "") a new throw-away Postgres under .cache that
+// is removed afterwards, so that a run starts with no samples and no champion; and brings the
+// schema up to date.
+func openLearnDB(ctx context.Context, url string) (*pgxpool.Pool, func(), error) {
+	var pg *pgserver.Server
+	var dir string
+	if url == "local" || url == "" {
+		dir = filepath.Join(".cache", fmt.Sprintf("learn-postgres-%d", time.Now().UnixNano()))
+		var err error
+		if pg, err = pgserver.Start(ctx, pgserver.Options{Dir: dir}); err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, fmt.Errorf("local Postgres: %w", err)
+		}
+		url = pg.URL()
+	}
+	cleanup := func() {
+		if pg != nil {
+			_ = pg.Stop()
+			os.RemoveAll(dir)
+		}
+	}
+	db, err := pgxpool.New(ctx, url)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	stop := func() { db.Close(); cleanup() }
+	if err := store.Migrate(ctx, db); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return db, stop, nil
+}

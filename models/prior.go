@@ -1,0 +1,248 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// Target is what a model predicts.
+type Target string
+
+// Targets.
+const (
+	TTFT Target = "ttft" // time to first token, ms
+	TPOT Target = "tpot" // time per output token, ms
+)
+
+// Targets lists the targets in order.
+func Targets() []Target { return []Target{TTFT, TPOT} }
+
+// Valid reports whether t is a known target.
+func (t Target) Valid() bool { return t == TTFT || t == TPOT }
+
+// PriorTerms is the number of terms of a prior's basis.
+const PriorTerms = 7
+
+// Prior is an analytic latency model: for each replica class, a linear combination of a few
+// terms that follow from how a vLLM step is timed (PriorBasis). It is the cold-start estimate
+// before any tree model exists (fitted online from the first samples), and the starting
+// point of every tree model: trees are boosted from its logarithm (XGBoost's base margin),
+// so they learn only what it misses and fall back to it where the data are thin.
+type Prior struct {
+	Target Target `json:"target"`
+	// Classes and Coef: Coef[i] are the coefficients for replica class Classes[i]; Pooled,
+	// fitted on every class at once, serves the others.
+	Classes []string    `json:"classes"`
+	Coef    [][]float64 `json:"coef"`
+	Pooled  []float64   `json:"pooled"`
+	// Floor is the least estimate returned, ms: a linear fit can dip below zero far from its
+	// data.
+	Floor float64 `json:"floor_ms"`
+	// Samples is how many samples the fit used (0: the default prior).
+	Samples int `json:"samples"`
+}
+
+var (
+	idxUncached      = Index("uncached_input_tokens")
+	idxQueued        = Index("prefill_uncached_tokens_in_flight")
+	idxDecoding      = Index("decode_requests_in_flight")
+	idxLeft          = Index("decode_tokens_left")
+	idxBlocks        = Index("num_gpu_blocks")
+	idxBlockSize     = Index("block_size")
+	idxTokenRate     = Index("uncached_token_rate")
+	idxInput         = Index("input_tokens")
+	defaultBlockSize = 16.0
+)
+
+// PriorBasis writes the terms of target t for features v into b and returns it:
+//
+//	TTFT: 1, uncached prompt tokens u, u^2/1e4 (attention), uncached prompt tokens queued ahead,
+//	      decoding requests, requests waiting, decode tokens left/100
+//	TPOT: 1, decoding requests + 1, KV-cached tokens/1000, uncached prompt tokens arriving per
+//	      second/100, decode tokens left/100, prompt tokens/100
+//
+// NULL features count as 0. The scales keep the fit well conditioned.
+func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
+	get := func(i int) float64 { x, _ := v.Get(i); return x }
+	switch t {
+	case TTFT:
+		u := get(idxUncached)
+		*b = [PriorTerms]float64{1, u, u * u / 1e4, get(idxQueued), get(idxDecoding), get(idxWaiting), get(idxLeft) / 100}
+	default:
+		bs := get(idxBlockSize)
+		if bs == 0 {
+			bs = defaultBlockSize
+		}
+		kvTokens := get(idxKV) * get(idxBlocks) * bs
+		*b = [PriorTerms]float64{1, get(idxDecoding) + 1, kvTokens / 1000, get(idxTokenRate) / 100, get(idxLeft) / 100, get(idxInput) / 100, 0}
+	}
+}
+
+// DefaultPrior is the estimate before any sample was seen: a generic 8B-class replica on one
+// H100 (TTFT 15 ms + 0.05 ms per uncached prompt token, its own or queued ahead, + 2 ms per
+// decoding request; TPOT 8 ms + 0.05 ms per decoding request). It only has to order replicas
+// sensibly until the online fit takes over.
+func DefaultPrior(t Target) Prior {
+	p := Prior{Target: t, Floor: 1}
+	if t == TTFT {
+		p.Pooled = []float64{15, 0.05, 0, 0.05, 2, 0, 0}
+	} else {
+		p.Pooled = []float64{8, 0.05, 0, 0, 0, 0, 0}
+	}
+	return p
+}
+
+// ClassIndex is the position of class in p.Classes, or -1.
+func (p *Prior) ClassIndex(class string) int { return slices.Index(p.Classes, class) }
+
+// Estimate is the prior's latency in ms for features v on a replica whose class is
+// p.Classes[class] (-1: another class). It does not allocate.
+func (p *Prior) Estimate(v *Vector, class int) float64 {
+	var b [PriorTerms]float64
+	PriorBasis(p.Target, v, &b)
+	coef := p.Pooled
+	if class >= 0 && class < len(p.Coef) {
+		coef = p.Coef[class]
+	}
+	e := 0.0
+	for i, c := range coef {
+		e += c * b[i]
+	}
+	if !(e >= p.Floor) { // also NaN
+		return p.Floor
+	}
+	return e
+}
+
+// Check reports a prior that cannot be evaluated.
+func (p *Prior) Check() error {
+	if !p.Target.Valid() {
+		return fmt.Errorf("prior: unknown target %q", p.Target)
+	}
+	if len(p.Classes) != len(p.Coef) {
+		return fmt.Errorf("prior: %d classes, %d coefficient sets", len(p.Classes), len(p.Coef))
+	}
+	for _, c := range append([][]float64{p.Pooled}, p.Coef...) {
+		if len(c) != PriorTerms {
+			return fmt.Errorf("prior: %d coefficients, want %d", len(c), PriorTerms)
+		}
+		for _, x := range c {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return errors.New("prior: coefficient not finite")
+			}
+		}
+	}
+	if !(p.Floor > 0) || math.IsInf(p.Floor, 0) {
+		return fmt.Errorf("prior: floor %v must be positive", p.Floor)
+	}
+	return nil
+}
+
+// Observation is one sample a prior is fitted to.
+type Observation struct {
+	Features Vector
+	Class    string
+	Ms       float64 // the observed latency, > 0
+}
+
+// MinPriorSamples is the fewest samples a class needs for a fit of its own.
+const MinPriorSamples = 50
+
+// FitPrior fits target t's prior to obs by least squares on the relative error (each
+// residual divided by its label), so that short and long requests count alike, with a slight
+// ridge so that a term the data never vary (no queue ever) does not break the fit. Classes
+// with fewer than MinPriorSamples samples use the pooled fit.
+func FitPrior(t Target, obs []Observation) (Prior, error) {
+	var ok []int
+	for i, o := range obs {
+		if o.Ms > 0 && !math.IsInf(o.Ms, 0) {
+			ok = append(ok, i)
+		}
+	}
+	if len(ok) < MinPriorSamples {
+		return Prior{}, fmt.Errorf("prior: %d usable samples, need %d", len(ok), MinPriorSamples)
+	}
+	p := Prior{Target: t, Samples: len(ok)}
+	minMs := math.Inf(1)
+	byClass := map[string][]int{}
+	for _, i := range ok {
+		byClass[obs[i].Class] = append(byClass[obs[i].Class], i)
+		minMs = min(minMs, obs[i].Ms)
+	}
+	p.Floor = max(minMs/2, 0.01)
+	var err error
+	if p.Pooled, err = fitTerms(t, obs, ok); err != nil {
+		return Prior{}, err
+	}
+	for class, idx := range byClass {
+		if len(idx) < MinPriorSamples {
+			continue
+		}
+		c, err := fitTerms(t, obs, idx)
+		if err != nil {
+			continue // the pooled fit serves it
+		}
+		p.Classes = append(p.Classes, class)
+		p.Coef = append(p.Coef, c)
+	}
+	// Deterministic order, whatever the map's.
+	order := make([]int, len(p.Classes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if p.Classes[a] < p.Classes[b] {
+			return -1
+		}
+		return 1
+	})
+	classes, coef := make([]string, len(order)), make([][]float64, len(order))
+	for k, i := range order {
+		classes[k], coef[k] = p.Classes[i], p.Coef[i]
+	}
+	p.Classes, p.Coef = classes, coef
+	return p, p.Check()
+}
+
+// fitTerms solves (A'A + lambda I) x = A'1 where row r of A is basis(r)/y(r).
+func fitTerms(t Target, obs []Observation, idx []int) ([]float64, error) {
+	var ata mat.SymDense
+	ata.ReuseAsSym(PriorTerms)
+	atb := mat.NewVecDense(PriorTerms, nil)
+	var b [PriorTerms]float64
+	row := mat.NewVecDense(PriorTerms, nil)
+	for _, i := range idx {
+		PriorBasis(t, &obs[i].Features, &b)
+		w := 1 / obs[i].Ms
+		for j := range b {
+			row.SetVec(j, b[j]*w)
+		}
+		ata.SymRankOne(&ata, 1, row)
+		atb.AddVec(atb, row)
+	}
+	trace := 0.0
+	for j := range PriorTerms {
+		trace += ata.At(j, j)
+	}
+	lambda := 1e-6*trace/PriorTerms + 1e-12
+	for j := range PriorTerms {
+		ata.SetSym(j, j, ata.At(j, j)+lambda)
+	}
+	var chol mat.Cholesky
+	if !chol.Factorize(&ata) {
+		return nil, errors.New("prior: normal equations not positive definite")
+	}
+	var x mat.VecDense
+	if err := chol.SolveVecTo(&x, atb); err != nil {
+		return nil, fmt.Errorf("prior: %w", err)
+	}
+	out := make([]float64, PriorTerms)
+	for j := range out {
+		out[j] = x.AtVec(j)
+	}
+	return out, nil
+}

@@ -1,0 +1,283 @@
+package pool
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// RateWindow is the time constant of the dispatch rates a replica keeps: a dispatch's weight
+// halves about every 0.7 RateWindow. Long enough to span the decode of a typical response
+// (which the rates help predict), short enough to follow a change of traffic within a minute.
+const RateWindow = 10 * time.Second
+
+// Work is the size of one request as dispatched to a replica.
+type Work struct {
+	PromptTokens int
+	// UncachedTokens is the part of the prompt the replica is expected to compute: the
+	// prompt less what the prefix record expects it to hold (PromptTokens without a record).
+	UncachedTokens int
+	// MaxTokens is the client's output limit, 0 when it gave none.
+	MaxTokens int
+}
+
+// Load is the picker's own accounting of work it dispatched to a replica and has not seen finish.
+type Load struct {
+	// Requests dispatched and not finished.
+	Requests int64
+	// PrefillTokens is the prompt tokens of dispatched requests whose first token has not
+	// been seen yet: work the replica still has to prefill. A non-streaming response shows no
+	// first token, so its prompt counts here until it completes.
+	PrefillTokens int64
+	// PrefillUncachedTokens is the same for the uncached part of those prompts.
+	PrefillUncachedTokens int64
+	// DecodeRequests is dispatched requests that are generating (first token seen).
+	DecodeRequests int64
+	// DecodeTokensLeft is the output tokens that decoding requests with a limit may still
+	// generate: their limits less the tokens seen so far.
+	DecodeTokensLeft int64
+	// Tokens is the work dispatched and not finished, in tokens: each request's prompt plus
+	// its output limit when the client gave one.
+	Tokens int64
+	// Counts are the picker's cumulative counts for the replica; subtracting those a scrape
+	// recorded (Metrics.Counts) gives what happened since the replica reported.
+	Counts Counts
+	// LastToken is when a streamed token from the replica last reached the picker; zero when
+	// none has. Steps emit the tokens of every running request at once, so it marks where the
+	// replica's step cycle is.
+	LastToken time.Time
+
+	rates rates
+}
+
+// Counts are events the picker saw for a replica since it started.
+type Counts struct {
+	Dispatched  int64 // requests sent to it
+	FirstTokens int64 // first streamed tokens from it
+	Finished    int64 // requests it stopped serving (completed, failed or cut)
+}
+
+// Since is what happened between o and c.
+func (c Counts) Since(o Counts) Counts {
+	return Counts{Dispatched: c.Dispatched - o.Dispatched, FirstTokens: c.FirstTokens - o.FirstTokens, Finished: c.Finished - o.Finished}
+}
+
+// Idle reports whether no dispatched request is in flight.
+func (l Load) Idle() bool {
+	return l.Requests == 0 && l.PrefillTokens == 0 && l.PrefillUncachedTokens == 0 && l.DecodeRequests == 0 &&
+		l.DecodeTokensLeft == 0 && l.Tokens == 0
+}
+
+// RequestRate is requests dispatched to the replica per second, averaged exponentially over
+// RateWindow, as of now.
+func (l Load) RequestRate(now time.Time) float64 { return l.rates.decayed(now, l.rates.requests) }
+
+// UncachedTokenRate is uncached prompt tokens dispatched to the replica per second, averaged
+// the same way: prefill work arriving, which slows the decoding of requests running there.
+func (l Load) UncachedTokenRate(now time.Time) float64 { return l.rates.decayed(now, l.rates.uncached) }
+
+// rates are exponentially decayed sums of dispatches, as of the instant since.
+type rates struct {
+	requests, uncached float64
+	since              time.Time
+}
+
+func (r rates) decayed(now time.Time, sum float64) float64 {
+	if r.since.IsZero() {
+		return 0
+	}
+	dt := max(0, now.Sub(r.since).Seconds())
+	return sum * math.Exp(-dt/RateWindow.Seconds()) / RateWindow.Seconds()
+}
+
+func (r *rates) add(now time.Time, uncached float64) {
+	if !r.since.IsZero() {
+		f := math.Exp(-max(0, now.Sub(r.since).Seconds()) / RateWindow.Seconds())
+		r.requests *= f
+		r.uncached *= f
+	}
+	if now.After(r.since) {
+		r.since = now
+	}
+	r.requests++
+	r.uncached += uncached
+}
+
+// inflight is a replica's accounting. Counters are read one by one without a lock, so every
+// change adds before it subtracts: a reader caught in between over-counts the work rather than
+// missing it.
+type inflight struct {
+	requests, prefillTokens, prefillUncached, decoding, decodeLeft, tokens atomic.Int64
+	lastToken                                                              atomic.Int64 // UnixNano, 0 = none
+	dispatched, firstTokens, finished                                      atomic.Int64
+
+	mu    sync.Mutex // guards rates
+	rates rates
+}
+
+// Load returns the picker's in-flight accounting for the replica.
+func (r *Replica) Load() Load {
+	in := &r.load
+	l := Load{
+		Requests: in.requests.Load(), PrefillTokens: in.prefillTokens.Load(), PrefillUncachedTokens: in.prefillUncached.Load(),
+		DecodeRequests: in.decoding.Load(), DecodeTokensLeft: in.decodeLeft.Load(), Tokens: in.tokens.Load(),
+	}
+	l.Counts = r.counts()
+	if ns := in.lastToken.Load(); ns != 0 {
+		l.LastToken = time.Unix(0, ns)
+	}
+	in.mu.Lock()
+	l.rates = in.rates
+	in.mu.Unlock()
+	return l
+}
+
+func (r *Replica) counts() Counts {
+	in := &r.load
+	// Finished first: a request counted finished is then surely counted dispatched.
+	f := in.finished.Load()
+	return Counts{FirstTokens: in.firstTokens.Load(), Dispatched: in.dispatched.Load(), Finished: f}
+}
+
+// Dispatch accounts a request sent to the replica at now and returns the lease that releases it.
+func (r *Replica) Dispatch(now time.Time, w Work) *Lease {
+	w.UncachedTokens = min(max(w.UncachedTokens, 0), w.PromptTokens)
+	in := &r.load
+	in.dispatched.Add(1)
+	in.requests.Add(1)
+	in.tokens.Add(int64(w.PromptTokens + w.MaxTokens))
+	in.prefillTokens.Add(int64(w.PromptTokens))
+	in.prefillUncached.Add(int64(w.UncachedTokens))
+	in.mu.Lock()
+	in.rates.add(now, float64(w.UncachedTokens))
+	in.mu.Unlock()
+	return &Lease{replica: r, work: w}
+}
+
+func (r *Replica) sawToken(now time.Time) {
+	ns := now.UnixNano()
+	for {
+		cur := r.load.lastToken.Load()
+		if cur >= ns || r.load.lastToken.CompareAndSwap(cur, ns) {
+			return
+		}
+	}
+}
+
+// Lease is one dispatched request's share of a replica's in-flight accounting.
+// Its methods are idempotent and safe to call from several goroutines, because a request can
+// finish, fail and be cancelled in racing paths and must be released exactly once.
+type Lease struct {
+	mu        sync.Mutex
+	replica   *Replica
+	work      Work
+	generated int // output tokens seen, once decoding
+	state     leaseState
+}
+
+type leaseState uint8
+
+const (
+	leaseDispatched leaseState = iota
+	leaseDecoding
+	leaseReleased
+)
+
+// Replica returns the replica the lease is held on.
+func (l *Lease) Replica() *Replica {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.replica
+}
+
+// left is the output tokens the request may still generate, counted in DecodeTokensLeft.
+func (l *Lease) left() int64 {
+	if l.work.MaxTokens <= 0 {
+		return 0
+	}
+	return int64(max(0, l.work.MaxTokens-l.generated))
+}
+
+// FirstToken moves the request from prefill to decode accounting: its first token reached
+// the picker at now.
+func (l *Lease) FirstToken(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != leaseDispatched {
+		return
+	}
+	l.state = leaseDecoding
+	l.generated = 1
+	in := &l.replica.load
+	in.firstTokens.Add(1)
+	in.decoding.Add(1)
+	in.decodeLeft.Add(l.left())
+	in.prefillTokens.Add(-int64(l.work.PromptTokens))
+	in.prefillUncached.Add(-int64(l.work.UncachedTokens))
+	l.replica.sawToken(now)
+}
+
+// Generated records that the request has generated n output tokens in all, the latest
+// reaching the picker at now.
+func (l *Lease) Generated(now time.Time, n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != leaseDecoding || n <= l.generated {
+		return
+	}
+	before := l.left()
+	l.generated = n
+	l.replica.load.decodeLeft.Add(l.left() - before)
+	l.replica.sawToken(now)
+}
+
+// Release ends the lease. Later calls do nothing.
+func (l *Lease) Release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != leaseReleased {
+		l.replica.load.finished.Add(1)
+	}
+	l.unaccount(l.replica)
+	l.state = leaseReleased
+}
+
+func (l *Lease) unaccount(r *Replica) {
+	in := &r.load
+	switch l.state {
+	case leaseDispatched:
+		in.requests.Add(-1)
+		in.tokens.Add(-int64(l.work.PromptTokens + l.work.MaxTokens))
+		in.prefillTokens.Add(-int64(l.work.PromptTokens))
+		in.prefillUncached.Add(-int64(l.work.UncachedTokens))
+	case leaseDecoding:
+		in.requests.Add(-1)
+		in.tokens.Add(-int64(l.work.PromptTokens + l.work.MaxTokens))
+		in.decoding.Add(-1)
+		in.decodeLeft.Add(-l.left())
+	}
+}
+
+// MoveTo transfers the lease to another replica, for when the gateway reports that a fallback
+// served the request instead of the primary.
+func (l *Lease) MoveTo(r *Replica) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r == nil || r == l.replica || l.state == leaseReleased {
+		return
+	}
+	in := &r.load
+	in.dispatched.Add(1)
+	in.requests.Add(1)
+	in.tokens.Add(int64(l.work.PromptTokens + l.work.MaxTokens))
+	if l.state == leaseDispatched {
+		in.prefillTokens.Add(int64(l.work.PromptTokens))
+		in.prefillUncached.Add(int64(l.work.UncachedTokens))
+	} else {
+		in.decoding.Add(1)
+		in.decodeLeft.Add(l.left())
+	}
+	l.unaccount(l.replica)
+	l.replica = r
+}

@@ -1,0 +1,17 @@
+// Package predictor predicts, in the picker's process, how long a request would wait for its
+// first token (TTFT) and how fast it would stream (TPOT) on each candidate replica.
+//
+// Trained models (package trainer) are loaded with github.com/dmitryikh/leaves from their
+// binary form, after every check that can fail without serving: checksums against the
+// manifest, the feature schema, a walk of the binary format, and a sanity prediction on
+// reference requests (Load). The published champions are followed in Postgres or in a
+// directory and swapped in atomically; models that fail a check are refused and the previous
+// ones keep serving (Follow). Before any model exists, each target is estimated by the
+// analytic prior of package models, fitted online from the picker's first samples (and by
+// its documented defaults before those), and augur_predictor_source says which serves.
+//
+// Predict fills the decision's per-candidate values for every candidate in one call, without
+// allocating or locking; Observe measures live error per replica class.
+//
+// Allowed imports (checked by imports_test.go): models, models/xgbconv, requestcontrol, scheduler, store, github.com/dmitryikh/leaves, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, k8s.io/utils.
+package predictor

@@ -1,0 +1,311 @@
+package predictor
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/requestcontrol"
+	"github.com/augur-llm/augur/scheduler"
+)
+
+// Sources of predictions, as the augur_predictor_source metric names them.
+const (
+	SourceModel   = "model"   // a trained model (a Set)
+	SourceOnline  = "online"  // the prior fitted online from this picker's first samples
+	SourceDefault = "default" // models.DefaultPrior: no sample seen yet
+)
+
+// Options configure a Predictor.
+type Options struct {
+	Clock clock.PassiveClock // the decision's clock; default real time
+	Log   *slog.Logger
+	// Metrics, when set, receives the predictor's metrics (see NewMetrics).
+	Metrics *Metrics
+	// OnlineWindow is how many recent samples per target the cold-start prior is fitted
+	// to (default 4,096); RefitEvery how many new ones trigger a refit (default 256).
+	OnlineWindow, RefitEvery int
+	// SyncRefit refits on the caller of Observe instead of a goroutine: deterministic, for
+	// virtual time.
+	SyncRefit bool
+}
+
+// cold is a target's estimate while no trained model serves it: a prior and the log offset
+// that turns its estimate into the upper quantile.
+type cold struct {
+	prior  models.Prior
+	offset float64
+	source string
+}
+
+func (c *cold) estimate(v *models.Vector, class string) Estimate {
+	m := c.prior.Estimate(v, c.prior.ClassIndex(class))
+	return Estimate{Mean: m, Upper: m * math.Exp(c.offset)}
+}
+
+// state is what predicts, swapped atomically as a whole.
+type state struct {
+	set     *Set     // nil: no trained model
+	cold    [2]*cold // per target, for targets set lacks
+	version string   // what candidates are stamped with
+}
+
+func (s *state) source(t models.Target) string {
+	if s.set != nil && s.set.Has(t) {
+		return SourceModel
+	}
+	return s.cold[targetIndex(t)].source
+}
+
+// Predictor is the picker's latency predictor: for every candidate of a decision it sets the
+// predicted TTFT and TPOT (mean and upper quantile) and the model version. It serves a
+// trained Set when one is loaded and the cold-start prior for targets without one, swaps
+// either without a restart, and as an Observer learns the cold-start prior and measures live
+// error. Predict allocates nothing and takes no lock.
+type Predictor struct {
+	opts    Options
+	state   atomic.Pointer[state]
+	buffers sync.Pool
+
+	mu      sync.Mutex // guards the online window and loads
+	online  [2]*window
+	fitting [2]bool
+	loaded  string // fingerprint of the source's models last applied or refused
+}
+
+// window is the recent observations of a target, a ring.
+type window struct {
+	obs   []models.Observation
+	next  int
+	full  bool
+	fresh int // observations since the last fit
+}
+
+// DefaultQuantile is the upper quantile the cold start approximates.
+const DefaultQuantile = 0.9
+
+// coldOffset is the upper-quantile offset before any sample: p90 taken as 1.5 times the
+// estimate.
+var coldOffset = math.Log(1.5)
+
+// New returns a predictor serving the default prior until models or samples arrive.
+func New(o Options) *Predictor {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.OnlineWindow <= 0 {
+		o.OnlineWindow = 4096
+	}
+	if o.RefitEvery <= 0 {
+		o.RefitEvery = 256
+	}
+	p := &Predictor{opts: o}
+	st := &state{}
+	for i, t := range models.Targets() {
+		st.cold[i] = &cold{prior: models.DefaultPrior(t), offset: coldOffset, source: SourceDefault}
+		p.online[i] = &window{obs: make([]models.Observation, 0, o.OnlineWindow)}
+	}
+	st.version = versionOf(st)
+	p.state.Store(st)
+	p.buffers.New = func() any { return &Buffer{row: make([]float64, 64), out: make([]float64, 1)} }
+	p.report(st)
+	return p
+}
+
+func versionOf(st *state) string {
+	if st.set != nil && st.set.Has(models.TTFT) && st.set.Has(models.TPOT) {
+		return st.set.Version()
+	}
+	v := ""
+	for i, t := range models.Targets() {
+		if i > 0 {
+			v += ";"
+		}
+		if st.set != nil && st.set.Has(t) {
+			v += string(t) + "=" + st.set.pairs[i].mean.manifest.Run
+		} else {
+			v += string(t) + "=prior-" + st.cold[i].source
+		}
+	}
+	return v
+}
+
+// Version names what predicts now: the trained models' run, or per target the run or the
+// cold-start prior ("ttft=prior-online;tpot=prior-online").
+func (p *Predictor) Version() string { return p.state.Load().version }
+
+// Source is where target t's predictions come from now: SourceModel, SourceOnline or
+// SourceDefault.
+func (p *Predictor) Source(t models.Target) string { return p.state.Load().source(t) }
+
+// Models returns the trained set serving, nil when none does.
+func (p *Predictor) Models() *Set { return p.state.Load().set }
+
+// Swap makes set serve new decisions (nil: back to the cold start); decisions in progress
+// finish with what they started with.
+func (p *Predictor) Swap(set *Set) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.swapLocked(func(st *state) { st.set = set })
+}
+
+func (p *Predictor) swapLocked(change func(*state)) {
+	st := *p.state.Load()
+	change(&st)
+	st.version = versionOf(&st)
+	p.state.Store(&st)
+	p.report(&st)
+}
+
+func (p *Predictor) report(st *state) {
+	if m := p.opts.Metrics; m != nil {
+		for _, t := range models.Targets() {
+			m.setSource(t, st.source(t))
+		}
+		m.setVersion(st.version)
+	}
+}
+
+// Predict implements scheduler.Predictor.
+func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []scheduler.Candidate) {
+	st := p.state.Load()
+	now := p.opts.Clock.Now()
+	b := p.buffers.Get().(*Buffer)
+	for i := range cands {
+		c := &cands[i]
+		v := models.Extract(req, c, now)
+		class := c.Endpoint.Class
+		for ti, t := range models.Targets() {
+			var e Estimate
+			if st.set != nil && st.set.Has(t) {
+				e = st.set.Predict(t, &v, class, b)
+			} else {
+				e = st.cold[ti].estimate(&v, class)
+			}
+			mean, upper := scheduler.ValuePredictedTTFT, scheduler.ValuePredictedTTFTUpper
+			if t == models.TPOT {
+				mean, upper = scheduler.ValuePredictedTPOT, scheduler.ValuePredictedTPOTUpper
+			}
+			c.SetValue(mean, e.Mean)
+			if !math.IsNaN(e.Upper) {
+				c.SetValue(upper, e.Upper)
+			}
+		}
+		c.ModelVersion = st.version
+	}
+	p.buffers.Put(b)
+}
+
+// Observe implements requestcontrol.Observer: every finished request's observed latency
+// against what was predicted for it (live error, per replica class), and, while a target has
+// no trained model, a sample for the online fit of its prior. It does not block: fits run on
+// a goroutine (or inline with SyncRefit).
+func (p *Predictor) Observe(c requestcontrol.Completion) {
+	labels := [2]float64{}
+	if c.Stream && !c.FirstToken.IsZero() && c.TTFT > 0 {
+		labels[0] = msOf(c.TTFT)
+	}
+	if c.Stream && c.Outcome == requestcontrol.OutcomeOK && c.TPOT > 0 {
+		labels[1] = msOf(c.TPOT)
+	}
+	if c.ServedByFallback {
+		return // the features are the primary's, the latency another replica's
+	}
+	if m := p.opts.Metrics; m != nil {
+		preds := [2][2]*float64{{c.PredictedTTFTMs, c.PredictedTTFTUpperMs}, {c.PredictedTPOTMs, c.PredictedTPOTUpperMs}}
+		for i, t := range models.Targets() {
+			if labels[i] > 0 && preds[i][0] != nil {
+				m.observe(t, c.Target.Class, labels[i], *preds[i][0], preds[i][1])
+			}
+		}
+	}
+	st := p.state.Load()
+	for i, t := range models.Targets() {
+		if labels[i] <= 0 || st.source(t) == SourceModel {
+			continue
+		}
+		p.learn(i, t, models.Observation{Features: c.Features, Class: c.Target.Class, Ms: labels[i]})
+	}
+}
+
+func msOf(d interface{ Seconds() float64 }) float64 { return d.Seconds() * 1000 }
+
+func (p *Predictor) learn(i int, t models.Target, o models.Observation) {
+	p.mu.Lock()
+	w := p.online[i]
+	if len(w.obs) < cap(w.obs) {
+		w.obs = append(w.obs, o)
+	} else {
+		w.obs[w.next] = o
+		w.next = (w.next + 1) % len(w.obs)
+		w.full = true
+	}
+	w.fresh++
+	// Fit at the first usable count, then every RefitEvery samples.
+	threshold := p.opts.RefitEvery
+	if p.state.Load().cold[i].source == SourceDefault {
+		threshold = models.MinPriorSamples
+	}
+	if w.fresh < threshold || p.fitting[i] || len(w.obs) < models.MinPriorSamples {
+		p.mu.Unlock()
+		return
+	}
+	p.fitting[i] = true
+	w.fresh = 0
+	obs := append([]models.Observation(nil), w.obs...)
+	p.mu.Unlock()
+	fit := func() {
+		c, err := fitCold(t, obs)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.fitting[i] = false
+		if err != nil {
+			p.opts.Log.Debug("online prior fit failed; the previous estimate stays", "target", t, "err", err)
+			return
+		}
+		p.swapLocked(func(st *state) { st.cold[i] = c })
+	}
+	if p.opts.SyncRefit {
+		fit()
+	} else {
+		go fit()
+	}
+}
+
+// fitCold fits a target's prior to obs and the upper offset to its log residuals there.
+func fitCold(t models.Target, obs []models.Observation) (*cold, error) {
+	prior, err := models.FitPrior(t, obs)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]float64, 0, len(obs))
+	for i := range obs {
+		o := &obs[i]
+		res = append(res, math.Log(o.Ms)-math.Log(prior.Estimate(&o.Features, prior.ClassIndex(o.Class))))
+	}
+	off := quantile(res, DefaultQuantile)
+	if math.IsNaN(off) || math.IsInf(off, 0) {
+		off = coldOffset
+	}
+	return &cold{prior: prior, offset: off, source: SourceOnline}, nil
+}
+
+// quantile is the q-quantile of v (sorted in place).
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	sortFloats(v)
+	pos := q * float64(len(v)-1)
+	lo := int(pos)
+	hi := min(lo+1, len(v)-1)
+	return v[lo] + (v[hi]-v[lo])*(pos-float64(lo))
+}

@@ -1,0 +1,302 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/models/xgbconv"
+	"github.com/augur-llm/augur/predictor"
+	"github.com/augur-llm/augur/trainer/xgb"
+)
+
+// Params are the tree models' training parameters.
+type Params struct {
+	Trees          int     // boosting rounds
+	Depth          int     // max_depth
+	Eta            float64 // learning rate
+	MinChildWeight float64
+	Subsample      float64 // rows per tree
+	ColSample      float64 // columns per tree
+	Lambda         float64 // L2 regularisation of leaf values
+	Threads        int     // 0: all cores
+	Seed           uint64
+}
+
+// DefaultParams are sized for the picker's request path: each prediction walks every tree,
+// and a decision predicts two targets for up to dozens of candidates within tens of
+// microseconds (see docs/benchmarks.md), so the models are few deep trees with a large
+// learning rate, boosted from the analytic prior, which carries most of the signal.
+func DefaultParams() Params {
+	return Params{Trees: 16, Depth: 8, Eta: 0.4, MinChildWeight: 5, Subsample: 0.8, ColSample: 1, Lambda: 1, Seed: 1}
+}
+
+func (p Params) xgboost() [][2]string {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	out := [][2]string{
+		{"booster", "gbtree"}, {"tree_method", "hist"}, {"objective", "reg:squarederror"},
+		// The prior's logarithm is every row's base margin; the trees add to it alone.
+		{"base_score", "0"},
+		{"max_depth", strconv.Itoa(p.Depth)}, {"eta", f(p.Eta)}, {"min_child_weight", f(p.MinChildWeight)},
+		{"subsample", f(p.Subsample)}, {"colsample_bytree", f(p.ColSample)}, {"lambda", f(p.Lambda)},
+		{"seed", strconv.FormatUint(p.Seed%math.MaxInt32, 10)}, {"verbosity", "0"},
+	}
+	if p.Threads > 0 {
+		out = append(out, [2]string{"nthread", strconv.Itoa(p.Threads)})
+	}
+	return out
+}
+
+func (p Params) check() error {
+	switch {
+	case p.Trees < 1 || p.Trees > 10000:
+		return fmt.Errorf("trees %d: want 1..10000", p.Trees)
+	case p.Depth < 1 || p.Depth > 16:
+		return fmt.Errorf("depth %d: want 1..16", p.Depth)
+	case !(p.Eta > 0 && p.Eta <= 1):
+		return fmt.Errorf("eta %v: want (0, 1]", p.Eta)
+	case !(p.Subsample > 0 && p.Subsample <= 1) || !(p.ColSample > 0 && p.ColSample <= 1):
+		return fmt.Errorf("subsample %v and colsample %v: want (0, 1]", p.Subsample, p.ColSample)
+	case p.MinChildWeight < 0 || p.Lambda < 0 || p.Threads < 0:
+		return fmt.Errorf("min_child_weight, lambda and threads must not be negative")
+	}
+	return nil
+}
+
+// Progress reports training as it goes.
+type Progress struct {
+	Target models.Target
+	Model  models.ModelKind
+	Round  int // rounds done
+	Rounds int
+}
+
+// design is the model input for rows: float32 features, log labels and log-prior margins.
+type design struct {
+	x              []float32
+	y, margin      []float32
+	rows, cols     int
+	layout         models.Layout
+	prior          models.Prior
+	priorClassIdx  map[string]int
+	layoutClassIdx map[string]int
+}
+
+func newDesign(t models.Target, rows []Row) (*design, error) {
+	var classes []string
+	for i := range rows {
+		classes = append(classes, rows[i].Class)
+	}
+	layout := models.NewLayout(classes)
+	obs := make([]models.Observation, len(rows))
+	for i := range rows {
+		obs[i] = models.Observation{Features: rows[i].Features, Class: rows[i].Class, Ms: rows[i].Label(t)}
+	}
+	prior, err := models.FitPrior(t, obs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t, err)
+	}
+	d := &design{rows: len(rows), cols: layout.Width(), layout: layout, prior: prior,
+		priorClassIdx: map[string]int{}, layoutClassIdx: map[string]int{}}
+	for _, c := range layout.Classes {
+		d.priorClassIdx[c], d.layoutClassIdx[c] = prior.ClassIndex(c), layout.ClassIndex(c)
+	}
+	d.x = make([]float32, d.rows*d.cols)
+	d.y = make([]float32, d.rows)
+	d.margin = make([]float32, d.rows)
+	for i := range rows {
+		r := &rows[i]
+		layout.Fill32(d.x[i*d.cols:(i+1)*d.cols], &r.Features, d.layoutClassIdx[r.Class])
+		d.y[i] = float32(math.Log(r.Label(t)))
+		d.margin[i] = float32(math.Log(prior.Estimate(&r.Features, d.priorClassIdx[r.Class])))
+	}
+	return d, nil
+}
+
+// booster trains one model on d; custom, when set, supplies the gradients (a custom
+// objective). It runs on the calling goroutine, which XGBoost binds to one thread meanwhile.
+func (d *design) booster(ctx context.Context, p Params, custom func(pred, label []float32) (g, h []float32), progress func(round int)) ([]byte, error) {
+	m, err := xgb.NewDMatrix(d.x, d.rows, d.cols)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	if err := m.SetLabels(d.y); err != nil {
+		return nil, err
+	}
+	if err := m.SetBaseMargin(d.margin); err != nil {
+		return nil, err
+	}
+	b, err := xgb.NewBooster(m)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Free()
+	for _, kv := range p.xgboost() {
+		if err := b.SetParam(kv[0], kv[1]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range p.Trees {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if custom == nil {
+			err = b.UpdateOneIter(i)
+		} else {
+			var pred []float32
+			if pred, err = b.Predict(m, true, true); err == nil {
+				g, h := custom(pred, d.y)
+				err = b.BoostOneIter(g, h)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("round %d: %w", i, err)
+		}
+		if progress != nil {
+			progress(i + 1)
+		}
+	}
+	return b.SaveJSON()
+}
+
+// pinball returns the gradients of the pinball loss of quantile q (in log space, where the
+// labels are): the loss's slope is -q below the label and 1-q above it; its curvature is
+// taken as 1, so each round moves leaves by a share of the imbalance.
+func pinball(q float32) func(pred, label []float32) (g, h []float32) {
+	return func(pred, label []float32) (g, h []float32) {
+		g, h = make([]float32, len(pred)), make([]float32, len(pred))
+		for i := range pred {
+			if label[i] > pred[i] {
+				g[i] = -q
+			} else {
+				g[i] = 1 - q
+			}
+			h[i] = 1
+		}
+		return g, h
+	}
+}
+
+// fitTarget trains target t's mean and upper-quantile models on train, calibrating a
+// calibrated quantile on cal.
+func fitTarget(ctx context.Context, t models.Target, train, cal []Row, o *Options, run string) (mean, upper models.Artifact, err error) {
+	d, err := newDesign(t, train)
+	if err != nil {
+		return mean, upper, err
+	}
+	report := func(kind models.ModelKind) func(int) {
+		return func(round int) {
+			if o.Progress != nil {
+				o.Progress(Progress{Target: t, Model: kind, Round: round, Rounds: o.Params.Trees})
+			}
+		}
+	}
+	js, err := d.booster(ctx, o.Params, nil, report(models.Mean))
+	if err != nil {
+		return mean, upper, fmt.Errorf("%s mean model: %w", t, err)
+	}
+	now := o.now()
+	mean, err = artifact(js, d, models.Manifest{Run: run, Target: t, Kind: models.Mean, CreatedAt: now}, o)
+	if err != nil {
+		return mean, upper, err
+	}
+	um := models.Manifest{Run: run, Target: t, Kind: models.Quantile, Quantile: o.Quantile, Method: o.QuantileMethod, CreatedAt: now}
+	switch o.QuantileMethod {
+	case models.MethodPinball:
+		js, err := d.booster(ctx, o.Params, pinball(float32(o.Quantile)), report(models.Quantile))
+		if err != nil {
+			return mean, upper, fmt.Errorf("%s quantile model: %w", t, err)
+		}
+		if upper, err = artifact(js, d, um, o); err != nil {
+			return mean, upper, err
+		}
+	default:
+		c, err := calibrate(mean, cal, o.Quantile)
+		if err != nil {
+			return mean, upper, fmt.Errorf("%s quantile calibration: %w", t, err)
+		}
+		um.Calibration = c
+		if upper, err = artifact(js, d, um, o); err != nil {
+			return mean, upper, err
+		}
+	}
+	return mean, upper, nil
+}
+
+func artifact(js []byte, d *design, m models.Manifest, o *Options) (models.Artifact, error) {
+	bin, err := xgbconv.ConvertJSON(js)
+	if err != nil {
+		return models.Artifact{}, err
+	}
+	m.Version = m.Run + "-" + m.Name()
+	m.SchemaVersion = models.SchemaVersion
+	m.Columns, m.Classes = d.layout.Columns(), d.layout.Classes
+	m.Prior = d.prior
+	m.Trees = o.Params.Trees
+	m.Params = map[string]string{}
+	for _, kv := range o.Params.xgboost() {
+		m.Params[kv[0]] = kv[1]
+	}
+	m.Samples = d.rows
+	a := models.Artifact{Manifest: m, Leaves: bin, XGBoost: js}
+	a.Seal()
+	return a, nil
+}
+
+// MinCalibration is the fewest calibration samples a regime needs for an offset of its own;
+// the others take the offset of all samples.
+const MinCalibration = 200
+
+// calibrate turns the mean model into quantile q: per regime, the q-quantile of the log
+// residuals (ln observed - ln predicted) on cal, samples the model was not trained on.
+func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration, error) {
+	set, err := predictor.Load([]models.Artifact{mean})
+	if err != nil {
+		return nil, err
+	}
+	t := mean.Manifest.Target
+	buf := set.NewBuffer()
+	byRegime := map[string][]float64{}
+	var all []float64
+	for i := range cal {
+		r := &cal[i]
+		y := r.Label(t)
+		if y <= 0 {
+			continue
+		}
+		res := math.Log(y) - math.Log(set.Predict(t, &r.Features, r.Class, buf).Mean)
+		if math.IsNaN(res) || math.IsInf(res, 0) {
+			continue
+		}
+		all = append(all, res)
+		k := models.RegimeOf(&r.Features, r.Class).Key()
+		byRegime[k] = append(byRegime[k], res)
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("no calibration samples")
+	}
+	c := &models.Calibration{Offsets: map[string]float64{}, Default: quantile(all, q)}
+	for k, v := range byRegime {
+		if len(v) >= MinCalibration {
+			c.Offsets[k] = quantile(v, q)
+		}
+	}
+	return c, nil
+}
+
+// quantile is the q-quantile of v (sorted in place), by linear interpolation.
+func quantile(v []float64, q float64) float64 {
+	slices.Sort(v)
+	pos := q * float64(len(v)-1)
+	lo := int(math.Floor(pos))
+	hi := min(lo+1, len(v)-1)
+	return v[lo] + (v[hi]-v[lo])*(pos-float64(lo))
+}
+
+// elapsed formats a duration for the report.
+func elapsed(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
