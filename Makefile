@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME) ./extproc
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEReader$$' -fuzztime $(FUZZTIME) ./extproc
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageFilter$$' -fuzztime $(FUZZTIME) ./extproc
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckBinary$$' -fuzztime $(FUZZTIME) ./models/xgbconv
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -32,7 +32,7 @@ type Feature struct {
 	// Doc says what the value means and when it is NULL.
 	Doc string
 
-	compute func(in *input) (float64, bool)
+	compute func(in input) (float64, bool)
 }
 
 type input struct {
@@ -48,62 +48,62 @@ const maxInt32 = math.MaxInt32
 // bump SchemaVersion.
 var schema = [...]Feature{
 	{Name: "kv_cache_usage", Kind: Float, Max: 1, Doc: "vllm:kv_cache_usage_perc as last scraped, 0..1",
-		compute: func(in *input) (float64, bool) { return in.c.Metrics.KVUsage, true }},
+		compute: func(in input) (float64, bool) { return in.c.Metrics.KVUsage, true }},
 	{Name: "num_requests_waiting", Kind: Int, Max: maxInt32, Doc: "vllm:num_requests_waiting as last scraped",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Metrics.Waiting), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Metrics.Waiting), true }},
 	{Name: "num_requests_running", Kind: Int, Max: maxInt32, Doc: "vllm:num_requests_running as last scraped",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Metrics.Running), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Metrics.Running), true }},
 	{Name: "prefix_match", Kind: Float, Max: 1,
 		Doc:     "share of the prompt's blocks the prefix record expects cached; NULL when no prefix plugin ran or the prompt is shorter than a block",
-		compute: func(in *input) (float64, bool) { return in.c.Value(scheduler.ValuePrefixMatch) }},
+		compute: func(in input) (float64, bool) { return in.c.Value(scheduler.ValuePrefixMatch) }},
 	{Name: "inflight_requests", Kind: Int, Max: maxInt32, Doc: "requests this picker dispatched to the replica and has not seen finish",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Load.Requests), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.Requests), true }},
 	{Name: "prefill_tokens_in_flight", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "prompt tokens dispatched whose first token has not been seen",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Load.PrefillTokens), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.PrefillTokens), true }},
 	{Name: "decode_requests_in_flight", Kind: Int, Max: maxInt32, Doc: "dispatched requests generating (first token seen)",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Load.DecodeRequests), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.DecodeRequests), true }},
 	{Name: "inflight_tokens", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "prompt plus output-limit tokens dispatched and not finished",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Load.Tokens), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.Tokens), true }},
 	{Name: "metrics_age_ms", Kind: Float, Max: math.MaxFloat64, Doc: "age of the scraped metrics at decision time",
-		compute: func(in *input) (float64, bool) {
+		compute: func(in input) (float64, bool) {
 			return max(0, float64(in.at.Sub(in.c.Metrics.ScrapedAt))/float64(time.Millisecond)), true
 		}},
 	{Name: "num_gpu_blocks", Kind: Int, Max: maxInt32, Doc: "KV blocks of the replica (vllm:cache_config_info); NULL when not reported",
-		compute: func(in *input) (float64, bool) { return positive(in.c.Metrics.NumGPUBlocks) }},
+		compute: func(in input) (float64, bool) { return positive(in.c.Metrics.NumGPUBlocks) }},
 	{Name: "block_size", Kind: Int, Max: maxInt32, Doc: "tokens per KV block (vllm:cache_config_info); NULL when not reported",
-		compute: func(in *input) (float64, bool) { return positive(in.c.Metrics.BlockSize) }},
+		compute: func(in input) (float64, bool) { return positive(in.c.Metrics.BlockSize) }},
 	{Name: "input_tokens", Kind: Int, Max: maxInt32, Doc: "prompt tokens by the token rule",
-		compute: func(in *input) (float64, bool) { return float64(in.req.PromptTokens), true }},
+		compute: func(in input) (float64, bool) { return float64(in.req.PromptTokens), true }},
 	{Name: "max_tokens", Kind: Int, Max: maxInt32, Doc: "the client's output limit; NULL when it set none",
-		compute: func(in *input) (float64, bool) { return positive(in.req.MaxTokens) }},
+		compute: func(in input) (float64, bool) { return positive(in.req.MaxTokens) }},
 	// Version 3: the work ahead as this picker knows it, and where the replica's step cycle is.
 	{Name: "uncached_input_tokens", Kind: Int, Max: maxInt32, Doc: "prompt tokens the replica is expected to compute: input_tokens less the prefix match",
-		compute: func(in *input) (float64, bool) { return float64(in.uncached), true }},
+		compute: func(in input) (float64, bool) { return float64(in.uncached), true }},
 	{Name: "prefill_uncached_tokens_in_flight", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "uncached prompt tokens dispatched whose first token has not been seen",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Load.PrefillUncachedTokens), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.PrefillUncachedTokens), true }},
 	{Name: "decode_tokens_left", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "output tokens decoding requests with a limit may still generate",
-		compute: func(in *input) (float64, bool) { return float64(in.c.Load.DecodeTokensLeft), true }},
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.DecodeTokensLeft), true }},
 	{Name: "last_token_age_ms", Kind: Float, Max: math.MaxFloat64, Doc: "time since a streamed token from the replica last reached the picker; NULL when none has",
-		compute: func(in *input) (float64, bool) {
+		compute: func(in input) (float64, bool) {
 			if in.c.Load.LastToken.IsZero() {
 				return 0, false
 			}
 			return max(0, float64(in.at.Sub(in.c.Load.LastToken))/float64(time.Millisecond)), true
 		}},
 	{Name: "request_rate", Kind: Float, Max: math.MaxFloat64, Doc: "requests this picker dispatched to the replica per second, averaged over pool.RateWindow",
-		compute: func(in *input) (float64, bool) { return in.c.Load.RequestRate(in.at), true }},
+		compute: func(in input) (float64, bool) { return in.c.Load.RequestRate(in.at), true }},
 	{Name: "uncached_token_rate", Kind: Float, Max: math.MaxFloat64, Doc: "uncached prompt tokens dispatched to the replica per second, averaged over pool.RateWindow",
-		compute: func(in *input) (float64, bool) { return in.c.Load.UncachedTokenRate(in.at), true }},
+		compute: func(in input) (float64, bool) { return in.c.Load.UncachedTokenRate(in.at), true }},
 	{Name: "dispatched_since_scrape", Kind: Int, Max: maxInt32, Doc: "requests this picker dispatched to the replica since its metrics were scraped",
-		compute: func(in *input) (float64, bool) {
+		compute: func(in input) (float64, bool) {
 			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).Dispatched)), true
 		}},
 	{Name: "first_tokens_since_scrape", Kind: Int, Max: maxInt32, Doc: "first tokens this picker saw from the replica since its metrics were scraped",
-		compute: func(in *input) (float64, bool) {
+		compute: func(in input) (float64, bool) {
 			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).FirstTokens)), true
 		}},
 	{Name: "finished_since_scrape", Kind: Int, Max: maxInt32, Doc: "requests of this picker the replica finished since its metrics were scraped",
-		compute: func(in *input) (float64, bool) {
+		compute: func(in input) (float64, bool) {
 			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).Finished)), true
 		}},
 }
@@ -141,7 +141,7 @@ func Extract(req *scheduler.Request, c *scheduler.Candidate, at time.Time) Vecto
 	in := input{req: req, c: c, at: at, uncached: c.UncachedTokens(req)}
 	var v Vector
 	for i := range schema {
-		if x, ok := schema[i].compute(&in); ok {
+		if x, ok := schema[i].compute(in); ok {
 			v.values[i] = x
 			v.set |= 1 << i
 		}

@@ -208,41 +208,62 @@ func FitPrior(t Target, obs []Observation) (Prior, error) {
 	return p, p.Check()
 }
 
-// fitTerms solves (A'A + lambda I) x = A'1 where row r of A is basis(r)/y(r).
+// fitTerms solves (A'A + ridge) x = A'1 where row r of A is basis(r)/y(r). Terms that are
+// zero throughout get a zero coefficient; the ridge, relative to each term's own scale (they
+// differ by orders of magnitude), keeps collinear terms from blowing up.
 func fitTerms(t Target, obs []Observation, idx []int) ([]float64, error) {
-	var ata mat.SymDense
-	ata.ReuseAsSym(PriorTerms)
-	atb := mat.NewVecDense(PriorTerms, nil)
+	var full [PriorTerms][PriorTerms]float64
+	var rhs [PriorTerms]float64
 	var b [PriorTerms]float64
-	row := mat.NewVecDense(PriorTerms, nil)
 	for _, i := range idx {
 		PriorBasis(t, &obs[i].Features, &b)
 		w := 1 / obs[i].Ms
 		for j := range b {
-			row.SetVec(j, b[j]*w)
+			b[j] *= w
 		}
-		ata.SymRankOne(&ata, 1, row)
-		atb.AddVec(atb, row)
+		for j := range b {
+			rhs[j] += b[j]
+			for k := range b {
+				full[j][k] += b[j] * b[k]
+			}
+		}
 	}
-	trace := 0.0
+	var used []int
 	for j := range PriorTerms {
-		trace += ata.At(j, j)
+		if full[j][j] > 0 {
+			used = append(used, j)
+		}
 	}
-	lambda := 1e-6*trace/PriorTerms + 1e-12
-	for j := range PriorTerms {
-		ata.SetSym(j, j, ata.At(j, j)+lambda)
+	if len(used) == 0 {
+		return nil, errors.New("prior: every term is zero")
+	}
+	ata := mat.NewSymDense(len(used), nil)
+	atb := mat.NewVecDense(len(used), nil)
+	for a, j := range used {
+		atb.SetVec(a, rhs[j])
+		for c, k := range used {
+			v := full[j][k]
+			if a == c {
+				v *= 1 + 1e-6
+			}
+			ata.SetSym(a, c, v)
+		}
 	}
 	var chol mat.Cholesky
-	if !chol.Factorize(&ata) {
+	if !chol.Factorize(ata) {
 		return nil, errors.New("prior: normal equations not positive definite")
 	}
 	var x mat.VecDense
 	if err := chol.SolveVecTo(&x, atb); err != nil {
-		return nil, fmt.Errorf("prior: %w", err)
+		var cond mat.Condition
+		if !errors.As(err, &cond) {
+			return nil, fmt.Errorf("prior: %w", err)
+		}
+		// Ill-conditioned but solved: the ridge bounds the coefficients.
 	}
 	out := make([]float64, PriorTerms)
-	for j := range out {
-		out[j] = x.AtVec(j)
+	for a, j := range used {
+		out[j] = x.AtVec(a)
 	}
 	return out, nil
 }

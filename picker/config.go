@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/predictor"
 	"github.com/augur-llm/augur/scheduler"
 )
 
@@ -53,7 +54,30 @@ type Config struct {
 	DatabaseURL string `json:"databaseURL,omitempty"`
 	// Retention is how long recorded samples are kept; default 7 days.
 	Retention metav1.Duration `json:"retention,omitzero"`
+	// Models says where the latency models come from; see ModelsConfig.
+	Models ModelsConfig `json:"models,omitzero"`
 }
+
+// ModelsConfig says which trained latency models the predictor follows. Every decision is
+// predicted: by the published models once there are any, before that by the cold-start
+// prior fitted online from this picker's own samples (see package predictor).
+type ModelsConfig struct {
+	// Source is "database" (the champions in databaseURL's model_versions table; the
+	// default when databaseURL is set), "directory" (Directory, e.g. a mounted ConfigMap) or
+	// "none" (the cold start only; the default without databaseURL).
+	Source string `json:"source,omitempty"`
+	// Directory holds the models in the layout models.WriteDir writes.
+	Directory string `json:"directory,omitempty"`
+	// PollInterval is how often the source is checked for new models; default 10s.
+	PollInterval metav1.Duration `json:"pollInterval,omitzero"`
+}
+
+// Model sources.
+const (
+	ModelsFromDatabase  = "database"
+	ModelsFromDirectory = "directory"
+	ModelsNone          = "none"
+)
 
 // KubernetesConfig selects the replicas among a namespace's pods: by label, or through an
 // InferencePool (inference.networking.k8s.io/v1) whose selector and target port are followed.
@@ -136,10 +160,54 @@ func (c *Config) withDefaults() {
 	if c.DrainTimeout.Duration <= 0 {
 		c.DrainTimeout.Duration = DefaultDrainTimeout
 	}
+	if c.Models.Source == "" {
+		c.Models.Source = ModelsNone
+		if c.DatabaseURL != "" {
+			c.Models.Source = ModelsFromDatabase
+		}
+	}
+	if c.Models.PollInterval.Duration <= 0 {
+		c.Models.PollInterval.Duration = predictor.DefaultFollowInterval
+	}
 }
 
-// profile resolves the scheduling profile the configuration asks for.
+// checkModels reports a models section that cannot work.
+func (c *Config) checkModels() error {
+	switch c.Models.Source {
+	case ModelsNone:
+	case ModelsFromDatabase:
+		if c.DatabaseURL == "" {
+			return fmt.Errorf("config: models.source database needs databaseURL")
+		}
+	case ModelsFromDirectory:
+		if c.Models.Directory == "" {
+			return fmt.Errorf("config: models.source directory needs models.directory")
+		}
+	default:
+		return fmt.Errorf("config: models.source %q: want database, directory or none", c.Models.Source)
+	}
+	return nil
+}
+
+// profile resolves the scheduling profile the configuration asks for. Predictions read the
+// prefix match a prefix plugin computes, so a profile without one gets one that only informs
+// them (weight 0): it changes no score.
 func (c *Config) profile() (scheduler.ProfileConfig, error) {
+	pc, err := c.namedProfile()
+	if err != nil {
+		return pc, err
+	}
+	for _, p := range slices.Concat(pc.Filters, pc.Scorers) {
+		if p.Name == "prefix" {
+			return pc, nil
+		}
+	}
+	zero := 0.0
+	pc.Scorers = append(slices.Clone(pc.Scorers), scheduler.PluginConfig{Name: "prefix", Weight: &zero})
+	return pc, nil
+}
+
+func (c *Config) namedProfile() (scheduler.ProfileConfig, error) {
 	switch {
 	case c.Profile != nil && c.ProfileName != "":
 		return scheduler.ProfileConfig{}, fmt.Errorf("config: set profile or profileName, not both")

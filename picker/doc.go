@@ -6,5 +6,5 @@
 // It may depend on every picker-side package (extproc, scheduler, pool); nothing depends on it
 // but binaries and the local stack.
 //
-// Allowed imports (checked by imports_test.go): discovery, extproc, models, pool, requestcontrol, scheduler, store, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, google.golang.org/grpc, k8s.io/apimachinery, k8s.io/client-go, k8s.io/utils, sigs.k8s.io/yaml.
+// Allowed imports (checked by imports_test.go): discovery, extproc, models, pool, predictor, requestcontrol, scheduler, store, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, google.golang.org/grpc, k8s.io/apimachinery, k8s.io/client-go, k8s.io/utils, sigs.k8s.io/yaml.
 package picker

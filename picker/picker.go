@@ -26,6 +26,7 @@ import (
 
 	"github.com/augur-llm/augur/extproc"
 	"github.com/augur-llm/augur/pool"
+	"github.com/augur-llm/augur/predictor"
 	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/store"
@@ -64,6 +65,10 @@ type Picker struct {
 	Recorder *store.Recorder
 	// scraper keeps replica metrics fresh; the lifecycle probes with it too.
 	scraper *pool.Scraper
+	// Predictor predicts every decision's latencies; models follows where its models come
+	// from (nil: the cold start only).
+	Predictor *predictor.Predictor
+	models    predictor.Source
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -83,6 +88,9 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.checkModels(); err != nil {
+		return nil, err
+	}
 	p := pool.New(opts.Clock, cfg.StaleAfter.Duration)
 	if err := p.Set(eps); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -95,11 +103,12 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
-	prof, err := scheduler.DefaultRegistry().Build(pc, handle(p, seed, opts), nil)
+	pred := predictor.New(predictor.Options{Clock: opts.Clock, Log: opts.Log, Metrics: predictor.NewMetrics(opts.Registry)})
+	prof, err := scheduler.DefaultRegistry().Build(pc, handle(p, seed, pred, opts), nil)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	sched, err := scheduler.New(p, prof, *cfg.Fallbacks)
+	sched, err := scheduler.NewWithPredictor(p, prof, *cfg.Fallbacks, pred)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -122,7 +131,16 @@ func New(cfg Config, opts Options) (*Picker, error) {
 			Log: opts.Log, Registry: opts.Registry})
 		observers = append(observers, Recording(rec))
 	}
+	// The predictor learns its cold start from completions and measures live error.
+	observers = append(observers, pred)
 	observers = append(observers, opts.Observers...)
+	var models predictor.Source
+	switch cfg.Models.Source {
+	case ModelsFromDatabase:
+		models = predictor.DBSource{DB: db}
+	case ModelsFromDirectory:
+		models = predictor.DirSource{Dir: cfg.Models.Directory}
+	}
 	scraper := &pool.Scraper{Pool: p, Clock: opts.Clock, Interval: cfg.ScrapeInterval.Duration,
 		Timeout: cfg.ScrapeTimeout.Duration, Log: opts.Log}
 	dir := requestcontrol.New(requestcontrol.Config{Pool: p, Scheduler: sched, Clock: opts.Clock, Observers: observers,
@@ -131,12 +149,12 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		Pool: p, Director: dir, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes, Metrics: metrics, Log: opts.Log,
 	})
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
-		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper}, nil
+		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper, Predictor: pred, models: models}, nil
 }
 
 // handle is what the picker's scheduling plugins get from it.
-func handle(p *pool.Pool, seed uint64, opts Options) scheduler.Handle {
-	return scheduler.Handle{Pool: p, Clock: opts.Clock, Log: opts.Log, Metrics: opts.Registry, Seed: seed}
+func handle(p *pool.Pool, seed uint64, pred scheduler.Predictor, opts Options) scheduler.Handle {
+	return scheduler.Handle{Pool: p, Clock: opts.Clock, Log: opts.Log, Metrics: opts.Registry, Seed: seed, Predictor: pred}
 }
 
 // Serve runs the picker on grpcLis (and metricsLis when not nil) until ctx is done, then
@@ -169,16 +187,31 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 		}()
 	}
 	recDone := make(chan struct{})
+	migrated := make(chan struct{}) // the schema is up to date (closed at once without a database)
 	if p.Recorder != nil {
 		go func() {
 			defer close(recDone)
 			p.migrateUntilDone(runCtx)
 			if runCtx.Err() == nil {
+				close(migrated)
 				p.Recorder.Run()
 			}
 		}()
 	} else {
 		close(recDone)
+		close(migrated)
+	}
+	if p.models != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-migrated: // the model table exists
+			case <-runCtx.Done():
+				return
+			}
+			p.Predictor.Follow(runCtx, p.models, p.cfg.Models.PollInterval.Duration, p.opts.Clock.After)
+		}()
 	}
 	wg.Add(2)
 	go func() {

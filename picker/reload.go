@@ -68,7 +68,7 @@ func (p *Picker) reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	prof, err := scheduler.DefaultRegistry().Build(pc, handle(p.Pool, p.seed, p.opts), p.Scheduler.Profile())
+	prof, err := scheduler.DefaultRegistry().Build(pc, handle(p.Pool, p.seed, p.Predictor, p.opts), p.Scheduler.Profile())
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -42,7 +42,9 @@ func (s DBSource) Fingerprint(ctx context.Context) (string, error) {
 }
 
 // Load implements Source.
-func (s DBSource) Load(ctx context.Context) ([]models.Artifact, error) { return store.Champions(ctx, s.DB) }
+func (s DBSource) Load(ctx context.Context) ([]models.Artifact, error) {
+	return store.Champions(ctx, s.DB)
+}
 
 func (s DBSource) String() string { return "database" }
 
@@ -130,23 +132,18 @@ func (p *Predictor) Refresh(ctx context.Context, src Source) error {
 		return nil
 	}
 	arts, err := src.Load(ctx)
-	if err != nil && len(arts) == 0 {
-		if ctx.Err() != nil {
-			return err
-		}
-		// Unreadable or failed checks: a refusal of this publication.
-		p.refuse(fp, src, err)
-		return nil
+	if err != nil && ctx.Err() != nil {
+		return err // cut short: nothing learnt about the models
+	}
+	if err == nil && len(arts) == 0 {
+		return nil // nothing published yet
+	}
+	var set *Set
+	if err == nil {
+		set, err = Load(arts)
 	}
 	if err != nil {
-		p.refuse(fp, src, err)
-		return nil
-	}
-	if len(arts) == 0 {
-		return nil
-	}
-	set, err := Load(arts)
-	if err != nil {
+		// Unreadable, or failed a check: this publication is refused once, not every poll.
 		p.refuse(fp, src, err)
 		return nil
 	}

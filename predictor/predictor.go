@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/utils/clock"
 
@@ -204,6 +205,16 @@ func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []s
 	p.buffers.Put(b)
 }
 
+// Estimate is what serves now predicts for target t from features v on a replica of
+// class. It allocates; decisions use Predict.
+func (p *Predictor) Estimate(t models.Target, v *models.Vector, class string) Estimate {
+	st := p.state.Load()
+	if st.set != nil && st.set.Has(t) {
+		return st.set.Predict(t, v, class, st.set.NewBuffer())
+	}
+	return st.cold[targetIndex(t)].estimate(v, class)
+}
+
 // Observe implements requestcontrol.Observer: every finished request's observed latency
 // against what was predicted for it (live error, per replica class), and, while a target has
 // no trained model, a sample for the online fit of its prior. It does not block: fits run on
@@ -236,7 +247,7 @@ func (p *Predictor) Observe(c requestcontrol.Completion) {
 	}
 }
 
-func msOf(d interface{ Seconds() float64 }) float64 { return d.Seconds() * 1000 }
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func (p *Predictor) learn(i int, t models.Target, o models.Observation) {
 	p.mu.Lock()

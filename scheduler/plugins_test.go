@@ -74,3 +74,33 @@ func TestBlockIndexIsBounded(t *testing.T) {
 		t.Fatal("the most recent blocks must stay and the oldest go")
 	}
 }
+
+// The max-score picker explores the share of decisions it is told to, at random, and
+// otherwise picks the best.
+func TestMaxScoreExploration(t *testing.T) {
+	if _, err := DefaultRegistry().Build(ProfileConfig{Name: "x", Picker: PluginConfig{Name: "max-score", Args: []byte(`{"explore":1.5}`)}}, Handle{}, nil); err == nil {
+		t.Fatal("explore 1.5 accepted")
+	}
+	cands := make([]Candidate, 8)
+	scores := []float64{0, 0, 0, 1, 0, 0, 0, 0} // candidate 3 is best
+	for _, tc := range []struct {
+		explore float64
+		lo, hi  int // of 10,000 decisions, how many may not pick the best
+	}{{0, 0, 0}, {0.1, 700, 1050}, {1, 8400, 9100}} {
+		p, err := NewExploringMaxScorePicker(1, tc.explore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := 0
+		for range 10_000 {
+			if p.Pick(context.Background(), nil, cands, scores, 1, nil)[0] != 3 {
+				other++
+			}
+		}
+		// Exploring picks uniformly among all 8, the best included: 7/8 of explored decisions
+		// go elsewhere.
+		if other < tc.lo || other > tc.hi {
+			t.Errorf("explore %v: %d of 10,000 decisions away from the best, want %d..%d", tc.explore, other, tc.lo, tc.hi)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,4 +194,59 @@ func decide(s *Scheduler, req *Request) (Result, error) {
 		res.Profile.Dispatched(context.Background(), req, res.Targets[0])
 	}
 	return res, err
+}
+
+type fakePredictor struct{ sawPrefix []bool }
+
+func (f *fakePredictor) Predict(_ context.Context, _ *Request, cands []Candidate) {
+	for i := range cands {
+		_, ok := cands[i].Value(ValuePrefixMatch)
+		f.sawPrefix = append(f.sawPrefix, ok)
+		cands[i].SetValue(ValuePredictedTTFT, float64(10*(i+1)))
+		cands[i].ModelVersion = "v1"
+	}
+}
+
+// predictedScorer prefers the lowest predicted TTFT: a scorer that reads the predictions.
+type predictedScorer struct{}
+
+func (predictedScorer) Name() string { return "predicted" }
+func (predictedScorer) Score(_ context.Context, _ *Request, cands []Candidate, scores []float64) {
+	for i, c := range cands {
+		v, ok := c.Value(ValuePredictedTTFT)
+		if ok {
+			scores[i] = 1 / v
+		}
+	}
+}
+
+// The predictor runs after the pre-score plugins (it reads their values) and before the
+// scorers (they read its predictions), and the decision carries the predictions.
+func TestPredictorRunsBetweenPreScoreAndScore(t *testing.T) {
+	p, _ := testPool(t, 3)
+	reg := DefaultRegistry()
+	reg["predicted"] = noArgs(func(Handle) any { return predictedScorer{} })
+	one := 1.0
+	prof, err := reg.Build(ProfileConfig{Name: "p", Scorers: []PluginConfig{{Name: "prefix", Weight: &one}, {Name: "predicted", Weight: &one}},
+		Picker: PluginConfig{Name: "max-score"}}, Handle{Pool: p}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakePredictor{}
+	s, err := NewWithPredictor(p, prof, 0, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{ID: "a", Prompt: []byte(strings.Repeat("x", 256)), PromptTokens: 64}
+	res, err := s.Schedule(context.Background(), &req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.sawPrefix) != 3 || slices.Contains(f.sawPrefix, false) {
+		t.Errorf("the predictor saw prefix values %v, want all three", f.sawPrefix)
+	}
+	v, ok := res.Targets[0].Value(ValuePredictedTTFT)
+	if !ok || v != 10 || res.Targets[0].ModelVersion != "v1" {
+		t.Errorf("primary: predicted %v (%v), version %q; want the lowest prediction, 10, of v1", v, ok, res.Targets[0].ModelVersion)
+	}
 }

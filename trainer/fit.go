@@ -51,6 +51,16 @@ func (p Params) xgboost() [][2]string {
 	return out
 }
 
+// threadsFor is the XGBoost threads for a training set of rows: all cores by default, but
+// one below 20,000 rows, where OpenMP's synchronisation costs more than it saves (and, on a
+// machine whose cores are busy, its spinning threads slow training tenfold).
+func (p Params) threadsFor(rows int) Params {
+	if p.Threads == 0 && rows < 20_000 {
+		p.Threads = 1
+	}
+	return p
+}
+
 func (p Params) check() error {
 	switch {
 	case p.Trees < 1 || p.Trees > 10000:
@@ -136,7 +146,7 @@ func (d *design) booster(ctx context.Context, p Params, custom func(pred, label 
 		return nil, err
 	}
 	defer b.Free()
-	for _, kv := range p.xgboost() {
+	for _, kv := range p.threadsFor(d.rows).xgboost() {
 		if err := b.SetParam(kv[0], kv[1]); err != nil {
 			return nil, err
 		}
@@ -165,9 +175,11 @@ func (d *design) booster(ctx context.Context, p Params, custom func(pred, label 
 }
 
 // pinball returns the gradients of the pinball loss of quantile q (in log space, where the
-// labels are): the loss's slope is -q below the label and 1-q above it; its curvature is
-// taken as 1, so each round moves leaves by a share of the imbalance.
-func pinball(q float32) func(pred, label []float32) (g, h []float32) {
+// labels are): the loss's slope is -q below the label and 1-q above it. The loss has no
+// curvature; taking it as 1/scale, where scale is the typical size of the residuals, makes
+// a leaf move by about scale times its imbalance per round instead of by a whole log unit,
+// which overshoots the quantile and oscillates.
+func pinball(q float32, scale float32) func(pred, label []float32) (g, h []float32) {
 	return func(pred, label []float32) (g, h []float32) {
 		g, h = make([]float32, len(pred)), make([]float32, len(pred))
 		for i := range pred {
@@ -176,10 +188,20 @@ func pinball(q float32) func(pred, label []float32) (g, h []float32) {
 			} else {
 				g[i] = 1 - q
 			}
-			h[i] = 1
+			h[i] = 1 / scale
 		}
 		return g, h
 	}
+}
+
+// residualScale is the mean absolute log residual of the prior: how far a quantile
+// typically lies from it.
+func (d *design) residualScale() float32 {
+	s := 0.0
+	for i := range d.y {
+		s += math.Abs(float64(d.y[i] - d.margin[i]))
+	}
+	return float32(max(s/float64(len(d.y)), 0.01))
 }
 
 // fitTarget trains target t's mean and upper-quantile models on train, calibrating a
@@ -208,7 +230,7 @@ func fitTarget(ctx context.Context, t models.Target, train, cal []Row, o *Option
 	um := models.Manifest{Run: run, Target: t, Kind: models.Quantile, Quantile: o.Quantile, Method: o.QuantileMethod, CreatedAt: now}
 	switch o.QuantileMethod {
 	case models.MethodPinball:
-		js, err := d.booster(ctx, o.Params, pinball(float32(o.Quantile)), report(models.Quantile))
+		js, err := d.booster(ctx, o.Params, pinball(float32(o.Quantile), d.residualScale()), report(models.Quantile))
 		if err != nil {
 			return mean, upper, fmt.Errorf("%s quantile model: %w", t, err)
 		}
@@ -300,3 +322,21 @@ func quantile(v []float64, q float64) float64 {
 
 // elapsed formats a duration for the report.
 func elapsed(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+
+// FitModel fits target t's mean model on all of rows with parameters p, without splitting,
+// balancing or judging: the trees alone, for tools and benchmarks.
+func FitModel(ctx context.Context, t models.Target, rows []Row, p Params) (models.Artifact, error) {
+	if err := p.check(); err != nil {
+		return models.Artifact{}, err
+	}
+	d, err := newDesign(t, rows)
+	if err != nil {
+		return models.Artifact{}, err
+	}
+	js, err := d.booster(ctx, p, nil, nil)
+	if err != nil {
+		return models.Artifact{}, err
+	}
+	o := Options{Params: p}
+	return artifact(js, d, models.Manifest{Run: NewRun(time.Now()), Target: t, Kind: models.Mean, CreatedAt: time.Now().UTC()}, &o)
+}

@@ -212,10 +212,10 @@ func trainTarget(ctx context.Context, t models.Target, rows []Row, champions []m
 			o.Log.Warn("the serving models cannot be evaluated; judging as if none served", "target", t, "err", err)
 		} else if s.Has(t) {
 			champSet = s
-			tr.Champion = s.Version()
 			for _, a := range champ {
 				if a.Manifest.Kind == models.Mean {
 					mean.Manifest.Parent = a.Manifest.Version
+					tr.Champion = a.Manifest.Run
 				} else {
 					upper.Manifest.Parent = a.Manifest.Version
 				}
@@ -229,7 +229,7 @@ func trainTarget(ctx context.Context, t models.Target, rows []Row, champions []m
 		if cu.Overall.Count > 0 {
 			tr.ChampionUpper = &cu
 		}
-		tr.Decision, tr.Why = judge(&tr, o.Tolerance)
+		tr.Decision, tr.Why = judge(compare(set, champSet, t, hold, o.Quantile), o.Tolerance)
 	}
 	mean.Seal()
 	upper.Seal()
@@ -237,19 +237,83 @@ func trainTarget(ctx context.Context, t models.Target, rows []Row, champions []m
 	return tr, nil
 }
 
-// judge compares a challenger with the champion on the same holdout.
-func judge(tr *TargetReport, tol float64) (string, string) {
-	ch, cm := tr.Mean.Overall, tr.ChampionMean.Overall
-	if ch.MAPE > cm.MAPE*(1+tol) {
-		return DecisionKept, fmt.Sprintf("mean model MAPE %.2f%% against the champion's %.2f%%", 100*ch.MAPE, 100*cm.MAPE)
+// judge decides from a paired comparison on the same holdout. A challenger is worse when
+// its mean error exceeds the champion's both by more than the tolerance (relative) and by
+// more than two standard errors of the paired differences: a difference the holdout cannot
+// tell from noise does not keep a fresher model out. Mean models are compared on absolute
+// percentage error, quantile models on pinball loss.
+func judge(c comparison, tol float64) (string, string) {
+	if c.mean.worse(tol) {
+		return DecisionKept, fmt.Sprintf("mean model MAPE %.2f%% against the champion's %.2f%% (paired difference %.2f +- %.2f points)",
+			100*c.mean.challenger, 100*c.mean.champion, 100*c.mean.diff, 100*c.mean.se)
 	}
-	if tr.ChampionUpper != nil {
-		cu, u := tr.ChampionUpper.Overall, tr.Upper.Overall
-		if u.Pinball > cu.Pinball*(1+tol) {
-			return DecisionKept, fmt.Sprintf("quantile model pinball loss %.3g ms against the champion's %.3g ms", u.Pinball, cu.Pinball)
+	if c.upper.n > 0 && c.upper.worse(tol) {
+		return DecisionKept, fmt.Sprintf("quantile model pinball loss %.3g ms against the champion's %.3g ms (paired difference %.3g +- %.3g)",
+			c.upper.challenger, c.upper.champion, c.upper.diff, c.upper.se)
+	}
+	return DecisionPublished, fmt.Sprintf("not worse than the champion: MAPE %.2f%% against %.2f%%", 100*c.mean.challenger, 100*c.mean.champion)
+}
+
+// paired is a comparison of one error measure over the same samples.
+type paired struct {
+	n                          int
+	challenger, champion       float64 // mean errors
+	diff, se                   float64 // mean of challenger - champion, and its standard error
+	sum, sumChamp, sumD, sumDD float64
+}
+
+func (p *paired) add(challenger, champion float64) {
+	d := challenger - champion
+	p.n++
+	p.sum += challenger
+	p.sumChamp += champion
+	p.sumD += d
+	p.sumDD += d * d
+}
+
+func (p *paired) finish() {
+	if p.n == 0 {
+		return
+	}
+	n := float64(p.n)
+	p.challenger, p.champion, p.diff = p.sum/n, p.sumChamp/n, p.sumD/n
+	if p.n > 1 {
+		p.se = math.Sqrt(max(0, (p.sumDD-n*p.diff*p.diff)/(n-1)) / n)
+	}
+}
+
+func (p *paired) worse(tol float64) bool {
+	return p.diff > tol*p.champion && p.diff > 2*p.se
+}
+
+type comparison struct{ mean, upper paired }
+
+// compare scores challenger and champion sample by sample on rows.
+func compare(challenger, champion *predictor.Set, t models.Target, rows []Row, q float64) comparison {
+	var c comparison
+	b1, b2 := challenger.NewBuffer(), champion.NewBuffer()
+	pin := func(pred, y float64) float64 {
+		if y <= pred {
+			return (1 - q) * (pred - y)
+		}
+		return q * (y - pred)
+	}
+	for i := range rows {
+		r := &rows[i]
+		y := r.Label(t)
+		if y <= 0 {
+			continue
+		}
+		e1 := challenger.Predict(t, &r.Features, r.Class, b1)
+		e2 := champion.Predict(t, &r.Features, r.Class, b2)
+		c.mean.add(math.Abs(e1.Mean-y)/y, math.Abs(e2.Mean-y)/y)
+		if !math.IsNaN(e1.Upper) && !math.IsNaN(e2.Upper) {
+			c.upper.add(pin(e1.Upper, y), pin(e2.Upper, y))
 		}
 	}
-	return DecisionPublished, fmt.Sprintf("not worse than the champion: MAPE %.2f%% against %.2f%%", 100*ch.MAPE, 100*cm.MAPE)
+	c.mean.finish()
+	c.upper.finish()
+	return c
 }
 
 // Run reads the window's samples from db, trains, and saves every model it made, publishing

@@ -155,7 +155,9 @@ func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 					}
 				})}
 			},
-			Progress: func(done, total int, r corpus.Run) { progress("\rheld-out traffic, seed %d: run %d/%d            ", seed, done, total) },
+			Progress: func(done, total int, r corpus.Run) {
+				progress("\rheld-out traffic, seed %d: run %d/%d            ", seed, done, total)
+			},
 		})
 		if err != nil {
 			return err
@@ -171,6 +173,7 @@ func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		if err := trainer.WriteEvaluation(stdout, m, u, nil, nil); err != nil {
 			return err
 		}
+		writeGoals(stdout, m, u)
 		if lo.byRun {
 			if err := writeByRun(stdout, set, t, rows, tags); err != nil {
 				return err
@@ -178,6 +181,47 @@ func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// The accuracy goals of the learning loop.
+const (
+	goalMAPE          = 0.06
+	goalCoverageLo    = 0.87
+	goalCoverageHi    = 0.93
+	goalRegimeSamples = 1000
+)
+
+// writeGoals states, against the goals, the overall MAPE and the p90 coverage overall and in
+// every regime with enough samples.
+func writeGoals(w io.Writer, m, u models.Evaluation) {
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	fmt.Fprintf(w, "goal: MAPE at most %.0f%%: %.1f%%, %s\n", 100*goalMAPE, 100*m.Overall.MAPE, verdict(m.Overall.MAPE <= goalMAPE))
+	var off []string
+	check := func(name string, x models.Metrics) {
+		if x.Count >= goalRegimeSamples && (x.Coverage < goalCoverageLo || x.Coverage > goalCoverageHi) {
+			off = append(off, fmt.Sprintf("%s %.1f%%", name, 100*x.Coverage))
+		}
+	}
+	check("all", u.Overall)
+	names := make([]string, 0, len(u.Regimes))
+	for n := range u.Regimes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		check(n, u.Regimes[n])
+	}
+	fmt.Fprintf(w, "goal: p90 coverage %.0f-%.0f%% overall and in every regime of at least %d samples: %s",
+		100*goalCoverageLo, 100*goalCoverageHi, goalRegimeSamples, verdict(len(off) == 0))
+	if len(off) > 0 {
+		fmt.Fprintf(w, " (%s)", strings.Join(off, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 // writeByRun breaks the held-out evaluation down by scenario and load.

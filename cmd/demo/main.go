@@ -1,7 +1,10 @@
-// Command demo runs Augur end to end on one machine: it starts simulated vLLM replicas, the
-// endpoint picker and the local gateway on loopback, sends a few hundred OpenAI requests
-// (streaming and not, with SLO headers) through the gateway with the official OpenAI Go
-// client, and prints, per replica, the latency the picker measured next to what the client saw.
+// Command demo runs Augur end to end on one machine, learning loop included: it starts
+// simulated vLLM replicas of two speeds, the endpoint picker and the local gateway on
+// loopback, and a local Postgres; sends OpenAI requests (streaming and not, with SLO headers)
+// through the gateway with the official OpenAI Go client while the picker predicts with its
+// cold-start estimate and records every request; runs the trainer job on what was recorded;
+// shows the running picker loading the published models; sends more requests; and prints the
+// models' holdout accuracy next to the live error of the predictions before and after.
 package main
 
 import (
@@ -10,8 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
+	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -21,13 +27,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"gonum.org/v1/gonum/stat"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/augur-llm/augur/local/pgserver"
 	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/store"
@@ -43,27 +52,40 @@ func main() {
 }
 
 type options struct {
-	requests, replicas int
-	rate               float64
-	profile            string
-	seed               uint64
-	databaseURL        string
+	requests, after int
+	rate            float64
+	pool            string
+	seed            uint64
+	databaseURL     string
+	trainer         string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.IntVar(&o.requests, "requests", 300, "requests to send")
-	fs.Float64Var(&o.rate, "rate", 15, "mean arrival rate, requests per second (Poisson)")
-	fs.IntVar(&o.replicas, "replicas", 4, "simulated replicas")
-	fs.StringVar(&o.profile, "profile", "8b-h100", "simulator profile")
+	fs.IntVar(&o.requests, "requests", 600, "requests to send before training")
+	fs.IntVar(&o.after, "after", 300, "requests to send once the trained models serve")
+	fs.Float64Var(&o.rate, "rate", 30, "mean arrival rate, requests per second (Poisson)")
+	fs.StringVar(&o.pool, "pool", "8b-h100,8b-h100,8b-h100,8b-a100", "simulator profiles of the replicas, one per replica")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workload and the simulator")
-	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("AUGUR_DATABASE_URL"), "Postgres to record samples to (default $AUGUR_DATABASE_URL; empty: start a local one under .cache/demo-postgres)")
+	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("AUGUR_DATABASE_URL"), "Postgres to record samples and models to (default $AUGUR_DATABASE_URL; empty: a local one under .cache/demo-postgres, emptied first)")
+	fs.StringVar(&o.trainer, "trainer", "", "the trainer binary (default: trainer beside this binary)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.requests < 1 || o.rate <= 0 || o.replicas < 1 {
-		return fmt.Errorf("--requests, --rate and --replicas must be positive")
+	if o.requests < 1 || o.after < 1 || o.rate <= 0 {
+		return fmt.Errorf("--requests, --after and --rate must be positive")
+	}
+	profiles := strings.Split(o.pool, ",")
+	if o.trainer == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.trainer = filepath.Join(filepath.Dir(exe), "trainer")
+	}
+	if _, err := os.Stat(o.trainer); err != nil {
+		return fmt.Errorf("the trainer binary: %w (make build builds it)", err)
 	}
 
 	if o.databaseURL == "" {
@@ -73,7 +95,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("local Postgres: %w", err)
 		}
 		defer pg.Close()
-		o.databaseURL = pg.URL()
+		// Every demo starts from nothing: no samples, no models.
+		if o.databaseURL, err = freshDatabase(ctx, pg.URL(), "augur_demo"); err != nil {
+			return err
+		}
 	}
 	runStart := time.Now()
 
@@ -82,8 +107,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := stack.Start(startCtx, stack.Config{
-		Replicas: o.replicas, Profile: o.profile, Seed: o.seed, Picker: picker.Config{DatabaseURL: o.databaseURL},
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Profiles: profiles, Seed: o.seed,
+		Picker: picker.Config{DatabaseURL: o.databaseURL, Models: picker.ModelsConfig{PollInterval: metav1.Duration{Duration: 500 * time.Millisecond}}},
+		Log:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Observe: func(c requestcontrol.Completion) {
 			mu.Lock()
 			picked[c.ID] = c
@@ -93,45 +119,208 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Augur demo: %d simulated %s replicas, picker on %s, gateway at %s\n", o.replicas, o.profile, st.PickerAddr, st.GatewayURL)
-	fmt.Fprintf(out, "sending %d requests at %.0f req/s (Poisson), 2 of 3 streaming, through the gateway with openai-go...\n", o.requests, o.rate)
+	defer st.Close()
+	pred := st.Picker.Predictor
+	fmt.Fprintf(out, "Augur demo: %d simulated replicas (%s), picker on %s, gateway at %s\n", len(profiles), o.pool, st.PickerAddr, st.GatewayURL)
+	fmt.Fprintf(out, "predictions come from: %s (no model trained yet)\n", pred.Version())
 
-	results := drive(ctx, st.NewClient(), o)
-	// The picker records a request when the response's end passes through it, which can be
-	// just after the client has read it; give the last ones a moment.
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := len(picked)
-		mu.Unlock()
-		if n >= countOK(results) {
-			break
-		}
+	// 1. Traffic before any model: the picker predicts with its cold start and records.
+	fmt.Fprintf(out, "\n1. sending %d requests at %.0f req/s (Poisson), 2 of 3 streaming, through the gateway with openai-go...\n", o.requests, o.rate)
+	before := drive(ctx, st.NewClient(), o, o.requests, o.seed, "before")
+	waitPicked(&mu, picked, before)
+	if err := report(out, before, picked); err != nil {
+		return err
 	}
 	rec := st.Picker.Recorder
-	if err := st.Close(); err != nil { // the picker flushes its samples as it stops
-		return fmt.Errorf("stopping the stack: %w", err)
+	for deadline := time.Now().Add(10 * time.Second); rec.Stats().Buffered > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if err := report(out, results, picked); err != nil {
-		return err
+	fmt.Fprintf(out, "predictions came from: %s\n", pred.Version())
+
+	// 2. The trainer job, as the CronJob runs it, on what the picker recorded.
+	fmt.Fprintf(out, "\n2. running the trainer job: %s --once\n\n", o.trainer)
+	cmd := exec.CommandContext(ctx, o.trainer, "--once", "--quiet", "--min-samples", "200", "--database-url", o.databaseURL)
+	cmd.Stdout, cmd.Stderr = out, os.Stderr
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			return fmt.Errorf("trainer: %w", err)
+		}
 	}
 	db, err := pgxpool.New(ctx, o.databaseURL)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	defer db.Close()
+	champs, err := store.Champions(ctx, db)
+	if err != nil {
+		return err
+	}
+	if len(champs) == 0 {
+		return fmt.Errorf("the trainer published no model")
+	}
+	run := champs[0].Manifest.Run
+
+	// 3. The running picker picks the published models up.
+	published := time.Now()
+	for pred.Version() != run {
+		if time.Since(published) > 15*time.Second {
+			return fmt.Errorf("the picker did not load models %s within 15 s (serving %s)", run, pred.Version())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Fprintf(out, "\n3. the picker loaded models %s %s after they were published, without a restart\n", run, time.Since(published).Round(time.Millisecond))
+
+	// 4. Traffic with the trained models.
+	fmt.Fprintf(out, "\n4. sending %d more requests...\n", o.after)
+	after := drive(ctx, st.NewClient(), o, o.after, o.seed+1, "after")
+	waitPicked(&mu, picked, after)
+	if err := report(out, after, picked); err != nil {
+		return err
+	}
+
+	if err := st.Close(); err != nil { // the picker flushes its samples as it stops
+		return fmt.Errorf("stopping the stack: %w", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintln(out, "\nprediction error: the trained models on their holdout, and live, before and after they served")
+	if err := accuracy(out, champs, before, after, picked); err != nil {
+		return err
+	}
 	kept, err := store.CountSamples(ctx, db, runStart, time.Now().Add(time.Minute))
 	if err != nil {
 		return err
 	}
 	s := rec.Stats()
-	fmt.Fprintf(out, "samples kept in Postgres: %d of %d routed requests (recorded %d, dropped %d, invalid %d).\n",
+	fmt.Fprintf(out, "\nsamples kept in Postgres: %d of %d routed requests (recorded %d, dropped %d, invalid %d).\n",
 		kept, len(picked), s.Recorded, s.DroppedFull+s.DroppedShutdown, s.Invalid)
 	if kept != int64(len(picked)) {
 		return fmt.Errorf("%d samples kept for %d routed requests", kept, len(picked))
 	}
 	return nil
+}
+
+// freshDatabase drops and creates database name on the server at serverURL and returns its URL.
+func freshDatabase(ctx context.Context, serverURL, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", fmt.Errorf("local Postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	id := pgx.Identifier{name}.Sanitize()
+	for _, q := range []string{"DROP DATABASE IF EXISTS " + id + " WITH (FORCE)", "CREATE DATABASE " + id} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return "", fmt.Errorf("local Postgres: %w", err)
+		}
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// waitPicked waits until the picker has completed the successful requests of rs: it records a
+// request when the response's end passes through it, which can be just after the client read it.
+func waitPicked(mu *sync.Mutex, picked map[string]requestcontrol.Completion, rs []sent) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		missing := 0
+		for _, r := range rs {
+			if _, ok := picked[r.id]; !ok && r.Err == nil {
+				missing++
+			}
+		}
+		mu.Unlock()
+		if missing == 0 {
+			return
+		}
+	}
+}
+
+// accuracy prints the trained models' holdout metrics beside the live error of the
+// predictions the picker made for the requests before and after the models served.
+func accuracy(out io.Writer, champs []models.Artifact, before, after []sent, picked map[string]requestcontrol.Completion) error {
+	holdout := map[models.Target][2]models.Metrics{}
+	for _, a := range champs {
+		h := holdout[a.Manifest.Target]
+		if a.Manifest.Kind == models.Mean {
+			h[0] = a.Manifest.Holdout.Overall
+		} else {
+			h[1] = a.Manifest.Holdout.Overall
+		}
+		holdout[a.Manifest.Target] = h
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tpredicted by\tTTFT samples\tTTFT MAPE\tTTFT p90 coverage\tTPOT samples\tTPOT MAPE\tTPOT p90 coverage\t")
+	h1, h2 := holdout[models.TTFT], holdout[models.TPOT]
+	fmt.Fprintf(tw, "trainer's holdout\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t\n", champs[0].Manifest.Run,
+		h1[0].Count, pct(h1[0].MAPE), pct(h1[1].Coverage), h2[0].Count, pct(h2[0].MAPE), pct(h2[1].Coverage))
+	for _, phase := range []struct {
+		name string
+		rs   []sent
+	}{{"live, before", before}, {"live, after", after}} {
+		var ttft, tpot liveError
+		versions := map[string]bool{}
+		for _, r := range phase.rs {
+			c, ok := picked[r.id]
+			if !ok || !r.stream || r.Err != nil {
+				continue
+			}
+			versions[c.ModelVersion] = true
+			if c.TTFT > 0 && c.PredictedTTFTMs != nil {
+				ttft.add(ms(c.TTFT), *c.PredictedTTFTMs, c.PredictedTTFTUpperMs)
+			}
+			if c.TPOT > 0 && c.PredictedTPOTMs != nil && c.Outcome == requestcontrol.OutcomeOK {
+				tpot.add(ms(c.TPOT), *c.PredictedTPOTMs, c.PredictedTPOTUpperMs)
+			}
+		}
+		var vs []string
+		for v := range versions {
+			vs = append(vs, v)
+		}
+		slices.Sort(vs)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t\n", phase.name, strings.Join(vs, " "),
+			ttft.n, pct(ttft.mape()), pct(ttft.coverage()), tpot.n, pct(tpot.mape()), pct(tpot.coverage()))
+	}
+	return tw.Flush()
+}
+
+type liveError struct {
+	n, covered, withUpper int
+	ape                   float64
+}
+
+func (l *liveError) add(observed, mean float64, upper *float64) {
+	l.n++
+	l.ape += math.Abs(mean-observed) / observed
+	if upper != nil {
+		l.withUpper++
+		if observed <= *upper {
+			l.covered++
+		}
+	}
+}
+
+func (l *liveError) mape() float64 {
+	if l.n == 0 {
+		return math.NaN()
+	}
+	return l.ape / float64(l.n)
+}
+
+func (l *liveError) coverage() float64 {
+	if l.withUpper == 0 {
+		return math.NaN()
+	}
+	return float64(l.covered) / float64(l.withUpper)
+}
+
+func pct(x float64) string {
+	if math.IsNaN(x) {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*x)
 }
 
 type sent struct {
@@ -141,19 +330,20 @@ type sent struct {
 	stack.Result
 }
 
-// drive sends the workload: a few shared system prompts (so prefix caching matters), user
-// questions of varied length, two SLO classes, Poisson arrivals.
-func drive(ctx context.Context, client openai.Client, o options) []sent {
-	rng := rand.New(rand.NewPCG(o.seed, 42))
+// drive sends n requests of the demo's workload: a few shared system prompts (so prefix
+// caching matters), user questions of varied length, two SLO classes, Poisson arrivals.
+func drive(ctx context.Context, client openai.Client, o options, n int, seed uint64, phase string) []sent {
+	rng := rand.New(rand.NewPCG(seed, 42))
 	systems := make([]string, 6)
+	sys := rand.New(rand.NewPCG(o.seed, 43)) // the same system prompts in every phase
 	for i := range systems {
-		systems[i] = words(rng, 600+rng.IntN(1200))
+		systems[i] = words(sys, 600+sys.IntN(1200))
 	}
-	results := make([]sent, o.requests)
+	results := make([]sent, n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	next := time.Duration(0)
-	for i := range o.requests {
+	for i := range n {
 		next += time.Duration(rng.ExpFloat64() / o.rate * float64(time.Second))
 		if d := time.Until(start.Add(next)); d > 0 {
 			select {
@@ -163,7 +353,7 @@ func drive(ctx context.Context, client openai.Client, o options) []sent {
 			}
 		}
 		s := &results[i]
-		s.id = fmt.Sprintf("demo-%04d", i)
+		s.id = fmt.Sprintf("demo-%s-%04d", phase, i)
 		s.stream = i%3 != 2
 		ttft, tpot := "2000", "100"
 		s.class = "standard"

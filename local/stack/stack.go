@@ -21,8 +21,11 @@ import (
 
 // Config describes the stack to start. Zero fields take the defaults noted.
 type Config struct {
-	Replicas       int     // default 4
-	Profile        string  // simulator profile, default "8b-h100"
+	Replicas int    // default 4
+	Profile  string // simulator profile, default "8b-h100"
+	// Profiles, when set, gives each replica its own profile (and sets Replicas): a
+	// heterogeneous pool. Each replica's class is its profile's name.
+	Profiles       []string
 	Model          string  // served model, default "sim-llama-8b"
 	Seed           uint64  // default 1
 	StreamInterval int     // tokens per SSE chunk, default 1
@@ -78,9 +81,19 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	prof, err := sim.LookupProfile(cfg.Profile)
-	if err != nil {
-		return nil, err
+	if len(cfg.Profiles) == 0 {
+		for range cfg.Replicas {
+			cfg.Profiles = append(cfg.Profiles, cfg.Profile)
+		}
+	}
+	cfg.Replicas = len(cfg.Profiles)
+	profs := make([]sim.Profile, len(cfg.Profiles))
+	for i, name := range cfg.Profiles {
+		p, err := sim.LookupProfile(name)
+		if err != nil {
+			return nil, err
+		}
+		profs[i] = p
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Stack{cancel: cancel}
@@ -92,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	var eps []pool.Endpoint
 	for i := range cfg.Replicas {
 		name := fmt.Sprintf("sim-%d", i)
-		eng, err := sim.New(sim.Config{Model: cfg.Model, Profile: prof, Seed: cfg.Seed + uint64(i), TimeScale: cfg.TimeScale}, clock.RealClock{})
+		eng, err := sim.New(sim.Config{Model: cfg.Model, Profile: profs[i], Seed: cfg.Seed + uint64(i), TimeScale: cfg.TimeScale}, clock.RealClock{})
 		if err != nil {
 			return fail(fmt.Errorf("replica %s: %w", name, err))
 		}
@@ -108,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		hs := s.serveHTTP(ln, srv)
 		addr := ln.Addr().String()
 		s.Replicas = append(s.Replicas, Replica{Name: name, Address: addr, Engine: eng, srv: hs})
-		eps = append(eps, pool.Endpoint{Name: name, Address: addr, Class: cfg.Profile})
+		eps = append(eps, pool.Endpoint{Name: name, Address: addr, Class: profs[i].Name})
 	}
 
 	pcfg := cfg.Picker

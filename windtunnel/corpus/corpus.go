@@ -257,4 +257,3 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 	sum.End = o.Start.Add(time.Duration(len(runs)) * o.Duration)
 	return sum, nil
 }
-

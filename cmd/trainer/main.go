@@ -1,0 +1,173 @@
+// Command trainer fits Augur's latency models from the samples the pickers recorded and
+// publishes them when they are not worse than the models serving. In production it runs as
+// a Kubernetes CronJob (--once); it can also stay up and train every interval (--every).
+//
+// Usage:
+//
+//	trainer --database-url postgres://... --once
+//	trainer --database-url postgres://... --every 1h --window 24h
+//
+// Exit status: 0 when models were published, 3 when nothing was (the champions are no
+// worse, or too few samples), 1 on an error, 2 on bad flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/store"
+	"github.com/augur-llm/augur/trainer"
+)
+
+// Exit statuses.
+const (
+	exitPublished    = 0
+	exitError        = 1
+	exitUsage        = 2
+	exitNotPublished = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	dbURL     string
+	once      bool
+	every     time.Duration
+	window    time.Duration
+	modelsOut string
+	quiet     bool
+	train     trainer.Options
+}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("trainer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.dbURL, "database-url", os.Getenv("AUGUR_DATABASE_URL"), "Postgres the pickers record to (default $AUGUR_DATABASE_URL)")
+	fs.BoolVar(&o.once, "once", false, "train once and exit (the CronJob)")
+	fs.DurationVar(&o.every, "every", 0, "train every interval until stopped")
+	fs.DurationVar(&o.window, "window", 0, "train on the samples of this long before now (0: all)")
+	fs.StringVar(&o.modelsOut, "models-out", "", "also write the serving models to this directory after each run (for ConfigMap or volume installs)")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+	p := trainer.DefaultParams()
+	fs.IntVar(&p.Trees, "trees", p.Trees, "boosting rounds per model")
+	fs.IntVar(&p.Depth, "depth", p.Depth, "tree depth")
+	fs.Float64Var(&p.Eta, "eta", p.Eta, "learning rate")
+	fs.IntVar(&p.Threads, "threads", 0, "XGBoost threads (0: all cores)")
+	fs.Float64Var(&o.train.Quantile, "quantile", 0.9, "the upper quantile modelled")
+	fs.StringVar(&o.train.QuantileMethod, "quantile-method", models.MethodCalibrated, "calibrated or pinball")
+	fs.Float64Var(&o.train.Holdout, "holdout", 0.15, "newest share of samples held out to evaluate")
+	fs.IntVar(&o.train.BucketCap, "bucket-cap", 10_000, "training samples kept per load bucket (-1: all)")
+	fs.IntVar(&o.train.MinSamples, "min-samples", 1000, "fewest labelled samples a target needs")
+	fs.Float64Var(&o.train.Tolerance, "tolerance", 0.01, "a challenger is not worse when its error is at most (1+tolerance) times the champion's")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	o.train.Params = p
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected arguments %v", fs.Args())
+	case o.dbURL == "":
+		return o, errors.New("--database-url (or AUGUR_DATABASE_URL) is required")
+	case o.once == (o.every > 0):
+		return o, errors.New("set --once or --every, one of them")
+	case o.every < 0 || o.window < 0:
+		return o, errors.New("--every and --window must not be negative")
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitPublished
+		}
+		fmt.Fprintln(stderr, "trainer:", err)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	o.train.Log = log
+	if !o.quiet {
+		o.train.Progress = func(p trainer.Progress) {
+			fmt.Fprintf(stderr, "\rtraining %s %s model: round %d/%d ", p.Target, p.Model, p.Round, p.Rounds)
+			if p.Round == p.Rounds {
+				fmt.Fprintln(stderr)
+			}
+		}
+	}
+	db, err := pgxpool.New(ctx, o.dbURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "trainer: --database-url:", err)
+		return exitUsage
+	}
+	defer db.Close()
+	if err := store.Migrate(ctx, db); err != nil {
+		fmt.Fprintln(stderr, "trainer:", err)
+		return exitError
+	}
+	if o.once {
+		return once(ctx, db, o, stdout, stderr)
+	}
+	for {
+		once(ctx, db, o, stdout, stderr)
+		select {
+		case <-ctx.Done():
+			return exitPublished
+		case <-time.After(o.every):
+		}
+	}
+}
+
+// once runs one training and returns its exit status.
+func once(ctx context.Context, db *pgxpool.Pool, o options, stdout, stderr io.Writer) int {
+	topts := o.train
+	if o.window > 0 {
+		topts.From = time.Now().Add(-o.window)
+	}
+	rep, err := trainer.Run(ctx, db, topts)
+	if len(rep.Targets) > 0 {
+		if werr := rep.WriteTable(stdout); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "trainer:", err)
+		return exitError
+	}
+	if o.modelsOut != "" {
+		champs, err := store.Champions(ctx, db)
+		if err == nil {
+			for _, a := range champs {
+				if err = models.WriteDir(o.modelsOut, a); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "trainer: --models-out:", err)
+			return exitError
+		}
+	}
+	if !rep.Published() {
+		fmt.Fprintln(stdout, "\nnothing published: the serving models stay")
+		return exitNotPublished
+	}
+	fmt.Fprintf(stdout, "\npublished run %s\n", rep.Run)
+	return exitPublished
+}
