@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion identifies the feature schema: the features, their order and their meaning.
 // It changes whenever any of them does, so a model is never fed features it was not trained on.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // Kind is how a feature's value is stored.
 type Kind uint8
@@ -106,7 +106,45 @@ var schema = [...]Feature{
 		compute: func(in input) (float64, bool) {
 			return float64(max(0, in.c.Load.Counts.Since(in.c.Metrics.Counts).Finished)), true
 		}},
+	// Version 4: the replica's pace as its token streams show it, and the load of the last seconds.
+	{Name: "step_ms", Kind: Float, Max: math.MaxFloat64, Doc: "the replica's step time (gap between token arrivals while decoding), averaged over the last few steps; NULL before a step was seen",
+		compute: func(in input) (float64, bool) { return ms(in.c.Load.Steps.Fast) }},
+	{Name: "step_slow_ms", Kind: Float, Max: math.MaxFloat64, Doc: "the replica's step time averaged over the last ~64 steps; NULL before a step was seen",
+		compute: func(in input) (float64, bool) { return ms(in.c.Load.Steps.Slow) }},
+	{Name: "last_step_ms", Kind: Float, Max: math.MaxFloat64, Doc: "the replica's latest step time; NULL before a step was seen",
+		compute: func(in input) (float64, bool) { return ms(in.c.Load.Steps.Last) }},
+	{Name: "step_wait_ms", Kind: Float, Max: math.MaxFloat64, Doc: "time left of the step in progress if it lasts as long as the latest: last_step_ms less last_token_age_ms, at least 0; NULL when either is",
+		compute: func(in input) (float64, bool) {
+			if in.c.Load.LastToken.IsZero() || in.c.Load.Steps.Last == 0 {
+				return 0, false
+			}
+			return max(0, float64(in.c.Load.Steps.Last-in.at.Sub(in.c.Load.LastToken))/float64(time.Millisecond)), true
+		}},
+	{Name: "request_rate_fast", Kind: Float, Max: math.MaxFloat64, Doc: "requests this picker dispatched to the replica per second, averaged over pool.FastRateWindow",
+		compute: func(in input) (float64, bool) { return in.c.Load.RequestRateFast(in.at), true }},
+	{Name: "uncached_token_rate_fast", Kind: Float, Max: math.MaxFloat64, Doc: "uncached prompt tokens dispatched to the replica per second, averaged over pool.FastRateWindow",
+		compute: func(in input) (float64, bool) { return in.c.Load.UncachedTokenRateFast(in.at), true }},
+	{Name: "step_age_ms", Kind: Float, Max: math.MaxFloat64, Doc: "time since the replica's step in progress began as far as the picker can tell (pool.Load.StepStart); NULL when unknown",
+		compute: func(in input) (float64, bool) {
+			if in.c.Load.StepStart.IsZero() {
+				return 0, false
+			}
+			return max(0, float64(in.at.Sub(in.c.Load.StepStart))/float64(time.Millisecond)), true
+		}},
+	{Name: "next_step_requests", Kind: Int, Max: maxInt32, Doc: "requests dispatched to the replica since its step in progress began: they will be scheduled ahead of this one",
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.NextStepRequests), true }},
+	{Name: "next_step_uncached_tokens", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "uncached prompt tokens of next_step_requests",
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.NextStepUncachedTokens), true }},
+	{Name: "current_step_uncached_tokens", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "uncached prompt tokens in flight dispatched before the step in progress began: prefill_uncached_tokens_in_flight less next_step_uncached_tokens",
+		compute: func(in input) (float64, bool) {
+			return float64(max(0, in.c.Load.PrefillUncachedTokens-in.c.Load.NextStepUncachedTokens)), true
+		}},
+	{Name: "decode_context_tokens", Kind: Int, Wide: true, Max: math.MaxInt64, Doc: "context of the decoding requests: their prompt tokens plus the output tokens seen",
+		compute: func(in input) (float64, bool) { return float64(in.c.Load.DecodeContextTokens), true }},
 }
+
+// ms is d in milliseconds, NULL when 0.
+func ms(d time.Duration) (float64, bool) { return float64(d) / float64(time.Millisecond), d > 0 }
 
 func positive(v int) (float64, bool) { return float64(v), v > 0 }
 

@@ -25,7 +25,7 @@ func Targets() []Target { return []Target{TTFT, TPOT} }
 func (t Target) Valid() bool { return t == TTFT || t == TPOT }
 
 // PriorTerms is the number of terms of a prior's basis.
-const PriorTerms = 7
+const PriorTerms = 9
 
 // Prior is an analytic latency model: for each replica class, a linear combination of a few
 // terms that follow from how a vLLM step is timed (PriorBasis). It is the cold-start estimate
@@ -51,47 +51,55 @@ var (
 	idxQueued        = Index("prefill_uncached_tokens_in_flight")
 	idxDecoding      = Index("decode_requests_in_flight")
 	idxLeft          = Index("decode_tokens_left")
-	idxBlocks        = Index("num_gpu_blocks")
-	idxBlockSize     = Index("block_size")
 	idxTokenRate     = Index("uncached_token_rate")
 	idxInput         = Index("input_tokens")
-	defaultBlockSize = 16.0
+	idxStep          = Index("step_ms")
+	idxStepSlow      = Index("step_slow_ms")
+	idxStepWait      = Index("step_wait_ms")
+	idxTokenRateFast = Index("uncached_token_rate_fast")
+	idxCurStep       = Index("current_step_uncached_tokens")
+	idxNextStep      = Index("next_step_uncached_tokens")
+	idxDecodeCtx     = Index("decode_context_tokens")
 )
 
 // PriorBasis writes the terms of target t for features v into b and returns it:
 //
-//	TTFT: 1, uncached prompt tokens u, u^2/1e4 (attention), uncached prompt tokens queued ahead,
-//	      decoding requests, requests waiting, decode tokens left/100
-//	TPOT: 1, decoding requests + 1, KV-cached tokens/1000, uncached prompt tokens arriving per
-//	      second/100, decode tokens left/100, prompt tokens/100
+//	TTFT: 1, uncached prompt tokens u, u^2/1e4 (attention), uncached prompt tokens in the step
+//	      in progress, uncached prompt tokens that will share the next step, decode context
+//	      tokens/1000 (the KV every step reads), requests waiting, time left of the step in
+//	      progress, all uncached prompt tokens queued ahead
+//	TPOT: 1, decoding requests + 1, decode context tokens/1000, uncached prompt tokens
+//	      arriving per second/100, decode tokens left/100, prompt tokens/100, the replica's
+//	      step time (slow and fast averages), uncached prompt tokens arriving per second over
+//	      the last seconds/100
 //
-// NULL features count as 0. The scales keep the fit well conditioned.
+// A TTFT is the rest of the step in progress plus the step (or steps) that prefill the
+// prompt, whose length grows with the tokens scheduled in it and the context decoded; a TPOT
+// is the step time while the request decodes: the step time now, made longer by prefills
+// that arrive meanwhile. NULL features count as 0. The scales keep the fit well conditioned.
 func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
 	get := func(i int) float64 { x, _ := v.Get(i); return x }
 	switch t {
 	case TTFT:
 		u := get(idxUncached)
-		*b = [PriorTerms]float64{1, u, u * u / 1e4, get(idxQueued), get(idxDecoding), get(idxWaiting), get(idxLeft) / 100}
+		*b = [PriorTerms]float64{1, u, u * u / 1e4, get(idxCurStep), get(idxNextStep), get(idxDecodeCtx) / 1000, get(idxWaiting),
+			get(idxStepWait), get(idxQueued)}
 	default:
-		bs := get(idxBlockSize)
-		if bs == 0 {
-			bs = defaultBlockSize
-		}
-		kvTokens := get(idxKV) * get(idxBlocks) * bs
-		*b = [PriorTerms]float64{1, get(idxDecoding) + 1, kvTokens / 1000, get(idxTokenRate) / 100, get(idxLeft) / 100, get(idxInput) / 100, 0}
+		*b = [PriorTerms]float64{1, get(idxDecoding) + 1, get(idxDecodeCtx) / 1000, get(idxTokenRate) / 100, get(idxLeft) / 100,
+			get(idxInput) / 100, get(idxStepSlow), get(idxStep), get(idxTokenRateFast) / 100}
 	}
 }
 
 // DefaultPrior is the estimate before any sample was seen: a generic 8B-class replica on one
-// H100 (TTFT 15 ms + 0.05 ms per uncached prompt token, its own or queued ahead, + 2 ms per
-// decoding request; TPOT 8 ms + 0.05 ms per decoding request). It only has to order replicas
-// sensibly until the online fit takes over.
+// H100 (TTFT 15 ms + 0.05 ms per uncached prompt token, its own or queued ahead, + 0.5 ms per
+// 1000 tokens of decode context, about 2 ms per decoding request; TPOT 8 ms + 0.05 ms per
+// decoding request). It only has to order replicas sensibly until the online fit takes over.
 func DefaultPrior(t Target) Prior {
 	p := Prior{Target: t, Floor: 1}
 	if t == TTFT {
-		p.Pooled = []float64{15, 0.05, 0, 0.05, 2, 0, 0}
+		p.Pooled = []float64{15, 0.05, 0, 0, 0, 0.5, 0, 0, 0.05}
 	} else {
-		p.Pooled = []float64{8, 0.05, 0, 0, 0, 0, 0}
+		p.Pooled = []float64{8, 0.05, 0, 0, 0, 0, 0, 0, 0}
 	}
 	return p
 }

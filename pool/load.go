@@ -37,6 +37,9 @@ type Load struct {
 	// DecodeTokensLeft is the output tokens that decoding requests with a limit may still
 	// generate: their limits less the tokens seen so far.
 	DecodeTokensLeft int64
+	// DecodeContextTokens is the context of the decoding requests: their prompts plus the
+	// tokens they generated so far. Every decode step reads it all from the KV cache.
+	DecodeContextTokens int64
 	// Tokens is the work dispatched and not finished, in tokens: each request's prompt plus
 	// its output limit when the client gave one.
 	Tokens int64
@@ -47,8 +50,53 @@ type Load struct {
 	// none has. Steps emit the tokens of every running request at once, so it marks where the
 	// replica's step cycle is.
 	LastToken time.Time
+	// StepStart is when the replica's step in progress began as far as the picker can tell:
+	// the latest token arrival, or the dispatch that found the replica idle (which starts a
+	// step at once). Zero when neither happened.
+	StepStart time.Time
+	// NextStepRequests and NextStepUncachedTokens are the requests dispatched since
+	// StepStart, and their uncached prompt tokens: work that came too late for the step in
+	// progress and will be scheduled with (ahead of) a request dispatched now.
+	NextStepRequests, NextStepUncachedTokens int64
+	// Steps are the replica's step times as the token streams show them: the gaps between
+	// successive token arrivals while a request of this picker was decoding there.
+	Steps Steps
 
 	rates rates
+}
+
+// Steps summarises the step times a replica's token streams show. A running vLLM emits one
+// token for every decoding request at the end of every step, so while a request decodes the
+// gap between two token arrivals is one step: the time each output token took, and the time
+// a newly arriving request waits for the step in progress to end.
+type Steps struct {
+	// Last is the latest step time seen; Fast and Slow average the latest steps, weighting
+	// each new one StepFastWeight and StepSlowWeight. All are 0 until a step was seen.
+	Last, Fast, Slow time.Duration
+}
+
+// Weights of a new step time in the averages of Steps.
+const (
+	StepFastWeight = 1.0 / 8
+	StepSlowWeight = 1.0 / 64
+)
+
+// MinStepGap is the shortest gap between token arrivals counted as a step: tokens of one step
+// reach the picker through different streams, a little apart. No vLLM step is this short.
+const MinStepGap = time.Millisecond
+
+// MaxStepGap is the longest gap counted as a step: a longer one is a stall or a stream the
+// picker read late, not the replica's pace.
+const MaxStepGap = 10 * time.Second
+
+func (s *Steps) add(gap time.Duration) {
+	s.Last = gap
+	if s.Fast == 0 {
+		s.Fast, s.Slow = gap, gap
+		return
+	}
+	s.Fast += time.Duration(StepFastWeight * float64(gap-s.Fast))
+	s.Slow += time.Duration(StepSlowWeight * float64(gap-s.Slow))
 }
 
 // Counts are events the picker saw for a replica since it started.
@@ -66,7 +114,7 @@ func (c Counts) Since(o Counts) Counts {
 // Idle reports whether no dispatched request is in flight.
 func (l Load) Idle() bool {
 	return l.Requests == 0 && l.PrefillTokens == 0 && l.PrefillUncachedTokens == 0 && l.DecodeRequests == 0 &&
-		l.DecodeTokensLeft == 0 && l.Tokens == 0
+		l.DecodeTokensLeft == 0 && l.DecodeContextTokens == 0 && l.Tokens == 0
 }
 
 // RequestRate is requests dispatched to the replica per second, averaged exponentially over
@@ -77,10 +125,40 @@ func (l Load) RequestRate(now time.Time) float64 { return l.rates.decayed(now, l
 // the same way: prefill work arriving, which slows the decoding of requests running there.
 func (l Load) UncachedTokenRate(now time.Time) float64 { return l.rates.decayed(now, l.rates.uncached) }
 
+// FastRateWindow is the time constant of the fast dispatch rates: the load of the last
+// seconds, which the requests decoding now will share the replica with.
+const FastRateWindow = 2 * time.Second
+
+// RequestRateFast is RequestRate over FastRateWindow, corrected for the picker's start: until
+// the picker has run for a few windows, the average is over the time it has run.
+func (l Load) RequestRateFast(now time.Time) float64 {
+	return l.rates.corrected(now, l.rates.requestsFast, FastRateWindow)
+}
+
+// UncachedTokenRateFast is UncachedTokenRate over FastRateWindow, corrected the same way.
+func (l Load) UncachedTokenRateFast(now time.Time) float64 {
+	return l.rates.corrected(now, l.rates.uncachedFast, FastRateWindow)
+}
+
 // rates are exponentially decayed sums of dispatches, as of the instant since.
 type rates struct {
-	requests, uncached float64
-	since              time.Time
+	requests, uncached         float64
+	requestsFast, uncachedFast float64
+	since                      time.Time
+	// start is the first dispatch's time: the averages cover no more than the time since.
+	start time.Time
+}
+
+// corrected is sum, decayed over window w to now, divided by the span it covers: w once
+// the picker has dispatched for long, the time since its first dispatch (at least w/4) before.
+func (r rates) corrected(now time.Time, sum float64, w time.Duration) float64 {
+	if r.since.IsZero() {
+		return 0
+	}
+	ws := w.Seconds()
+	dt := max(0, now.Sub(r.since).Seconds())
+	span := ws * -math.Expm1(-max(now.Sub(r.start).Seconds(), ws/4)/ws)
+	return sum * math.Exp(-dt/ws) / span
 }
 
 func (r rates) decayed(now time.Time, sum float64) float64 {
@@ -93,15 +171,23 @@ func (r rates) decayed(now time.Time, sum float64) float64 {
 
 func (r *rates) add(now time.Time, uncached float64) {
 	if !r.since.IsZero() {
-		f := math.Exp(-max(0, now.Sub(r.since).Seconds()) / RateWindow.Seconds())
+		dt := max(0, now.Sub(r.since).Seconds())
+		f := math.Exp(-dt / RateWindow.Seconds())
 		r.requests *= f
 		r.uncached *= f
+		f = math.Exp(-dt / FastRateWindow.Seconds())
+		r.requestsFast *= f
+		r.uncachedFast *= f
+	} else {
+		r.start = now
 	}
 	if now.After(r.since) {
 		r.since = now
 	}
 	r.requests++
 	r.uncached += uncached
+	r.requestsFast++
+	r.uncachedFast += uncached
 }
 
 // inflight is a replica's accounting. Counters are read one by one without a lock, so every
@@ -109,11 +195,15 @@ func (r *rates) add(now time.Time, uncached float64) {
 // missing it.
 type inflight struct {
 	requests, prefillTokens, prefillUncached, decoding, decodeLeft, tokens atomic.Int64
+	decodeContext                                                          atomic.Int64
 	lastToken                                                              atomic.Int64 // UnixNano, 0 = none
+	stepStart                                                              atomic.Int64 // UnixNano, 0 = none
+	nextRequests, nextUncached                                             atomic.Int64
 	dispatched, firstTokens, finished                                      atomic.Int64
 
-	mu    sync.Mutex // guards rates
+	mu    sync.Mutex // guards rates and steps
 	rates rates
+	steps Steps
 }
 
 // Load returns the picker's in-flight accounting for the replica.
@@ -122,13 +212,19 @@ func (r *Replica) Load() Load {
 	l := Load{
 		Requests: in.requests.Load(), PrefillTokens: in.prefillTokens.Load(), PrefillUncachedTokens: in.prefillUncached.Load(),
 		DecodeRequests: in.decoding.Load(), DecodeTokensLeft: in.decodeLeft.Load(), Tokens: in.tokens.Load(),
+		DecodeContextTokens: in.decodeContext.Load(),
 	}
 	l.Counts = r.counts()
 	if ns := in.lastToken.Load(); ns != 0 {
 		l.LastToken = time.Unix(0, ns)
 	}
+	if ns := in.stepStart.Load(); ns != 0 {
+		l.StepStart = time.Unix(0, ns)
+	}
+	l.NextStepRequests, l.NextStepUncachedTokens = in.nextRequests.Load(), in.nextUncached.Load()
 	in.mu.Lock()
 	l.rates = in.rates
+	l.Steps = in.steps
 	in.mu.Unlock()
 	return l
 }
@@ -145,7 +241,15 @@ func (r *Replica) Dispatch(now time.Time, w Work) *Lease {
 	w.UncachedTokens = min(max(w.UncachedTokens, 0), w.PromptTokens)
 	in := &r.load
 	in.dispatched.Add(1)
-	in.requests.Add(1)
+	if in.requests.Add(1) == 1 {
+		// An idle replica starts a step for the request at once.
+		in.nextRequests.Store(0)
+		in.nextUncached.Store(0)
+		advance(&in.stepStart, now.UnixNano())
+	} else {
+		in.nextRequests.Add(1)
+		in.nextUncached.Add(int64(w.UncachedTokens))
+	}
 	in.tokens.Add(int64(w.PromptTokens + w.MaxTokens))
 	in.prefillTokens.Add(int64(w.PromptTokens))
 	in.prefillUncached.Add(int64(w.UncachedTokens))
@@ -155,11 +259,36 @@ func (r *Replica) Dispatch(now time.Time, w Work) *Lease {
 	return &Lease{replica: r, work: w}
 }
 
-func (r *Replica) sawToken(now time.Time) {
+// sawToken records a token arrival at now; decoding reports whether a request of this picker
+// was generating on the replica since the previous arrival, so that the gap is one step.
+func (r *Replica) sawToken(now time.Time, decoding bool) {
 	ns := now.UnixNano()
 	for {
 		cur := r.load.lastToken.Load()
-		if cur >= ns || r.load.lastToken.CompareAndSwap(cur, ns) {
+		if cur >= ns {
+			return
+		}
+		if r.load.lastToken.CompareAndSwap(cur, ns) {
+			// A step ended: what was dispatched meanwhile is in the next one.
+			r.load.nextRequests.Store(0)
+			r.load.nextUncached.Store(0)
+			advance(&r.load.stepStart, ns)
+			gap := time.Duration(ns - cur)
+			if decoding && cur != 0 && gap >= MinStepGap && gap <= MaxStepGap {
+				r.load.mu.Lock()
+				r.load.steps.add(gap)
+				r.load.mu.Unlock()
+			}
+			return
+		}
+	}
+}
+
+// advance sets a to ns unless it is later already.
+func advance(a *atomic.Int64, ns int64) {
+	for {
+		cur := a.Load()
+		if cur >= ns || a.CompareAndSwap(cur, ns) {
 			return
 		}
 	}
@@ -211,11 +340,12 @@ func (l *Lease) FirstToken(now time.Time) {
 	l.generated = 1
 	in := &l.replica.load
 	in.firstTokens.Add(1)
-	in.decoding.Add(1)
+	wasDecoding := in.decoding.Add(1) > 1
 	in.decodeLeft.Add(l.left())
+	in.decodeContext.Add(int64(l.work.PromptTokens + l.generated))
 	in.prefillTokens.Add(-int64(l.work.PromptTokens))
 	in.prefillUncached.Add(-int64(l.work.UncachedTokens))
-	l.replica.sawToken(now)
+	l.replica.sawToken(now, wasDecoding)
 }
 
 // Generated records that the request has generated n output tokens in all, the latest
@@ -226,10 +356,11 @@ func (l *Lease) Generated(now time.Time, n int) {
 	if l.state != leaseDecoding || n <= l.generated {
 		return
 	}
-	before := l.left()
+	before, was := l.left(), l.generated
 	l.generated = n
+	l.replica.load.decodeContext.Add(int64(n - was))
 	l.replica.load.decodeLeft.Add(l.left() - before)
-	l.replica.sawToken(now)
+	l.replica.sawToken(now, true)
 }
 
 // Release ends the lease. Later calls do nothing.
@@ -256,6 +387,7 @@ func (l *Lease) unaccount(r *Replica) {
 		in.tokens.Add(-int64(l.work.PromptTokens + l.work.MaxTokens))
 		in.decoding.Add(-1)
 		in.decodeLeft.Add(-l.left())
+		in.decodeContext.Add(-int64(l.work.PromptTokens + l.generated))
 	}
 }
 
@@ -277,6 +409,7 @@ func (l *Lease) MoveTo(r *Replica) {
 	} else {
 		in.decoding.Add(1)
 		in.decodeLeft.Add(l.left())
+		in.decodeContext.Add(int64(l.work.PromptTokens + l.generated))
 	}
 	l.unaccount(l.replica)
 	l.replica = r

@@ -141,6 +141,48 @@ func TestLeaseAccounting(t *testing.T) {
 	}
 }
 
+func TestStepAccounting(t *testing.T) {
+	p := New(clock.RealClock{}, 0)
+	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := p.Replicas()[0]
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// The first request finds the replica idle: it starts a step at once.
+	a := r.Dispatch(t0, Work{PromptTokens: 100, UncachedTokens: 100, MaxTokens: 50})
+	if got := r.Load(); !got.StepStart.Equal(t0) || got.NextStepRequests != 0 || got.NextStepUncachedTokens != 0 {
+		t.Fatalf("idle dispatch: %+v", got)
+	}
+	// A second one waits for the next step.
+	b := r.Dispatch(t0.Add(ms(2)), Work{PromptTokens: 300, UncachedTokens: 200, MaxTokens: 50})
+	if got := r.Load(); got.NextStepRequests != 1 || got.NextStepUncachedTokens != 200 {
+		t.Fatalf("dispatch during a step: %+v", got)
+	}
+	// a's first token ends the step; nobody was decoding before it, so it is no step time.
+	a.FirstToken(t0.Add(ms(10)))
+	got := r.Load()
+	if !got.StepStart.Equal(t0.Add(ms(10))) || got.NextStepRequests != 0 || got.Steps != (Steps{}) || got.DecodeContextTokens != 101 {
+		t.Fatalf("first token: %+v", got)
+	}
+	// While a decodes, gaps between token arrivals are steps.
+	a.Generated(t0.Add(ms(30)), 2)
+	b.FirstToken(t0.Add(ms(30))) // the same step: no new gap
+	a.Generated(t0.Add(ms(38)), 3)
+	got = r.Load()
+	if got.Steps.Last != ms(8) || got.Steps.Fast != ms(20)+time.Duration(StepFastWeight*float64(ms(8)-ms(20))) {
+		t.Fatalf("steps: %+v", got.Steps)
+	}
+	if got.DecodeContextTokens != 103+301 {
+		t.Fatalf("decode context %d, want 404", got.DecodeContextTokens)
+	}
+	a.Release()
+	b.Release()
+	if got := r.Load(); !got.Idle() {
+		t.Fatalf("released: %+v", got)
+	}
+}
+
 func TestDispatchRates(t *testing.T) {
 	p := New(clock.RealClock{}, 0)
 	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}}); err != nil {
@@ -163,6 +205,20 @@ func TestDispatchRates(t *testing.T) {
 	}
 	if got := l.UncachedTokenRate(now); math.Abs(got-1000) > 60 {
 		t.Errorf("uncached token rate %v, want about 1000/s", got)
+	}
+	if got := l.RequestRateFast(now); math.Abs(got-5) > 0.3 {
+		t.Errorf("fast request rate %v, want about 5/s", got)
+	}
+	// Right after the first dispatches, the fast rate averages over the time since.
+	q := New(clock.RealClock{}, 0)
+	if err := q.Set([]Endpoint{{Name: "b", Address: "127.0.0.1:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 11 {
+		q.Replicas()[0].Dispatch(t0.Add(time.Duration(i)*100*time.Millisecond), Work{PromptTokens: 10}).Release()
+	}
+	if got := q.Replicas()[0].Load().RequestRateFast(t0.Add(time.Second)); math.Abs(got-10) > 1.5 {
+		t.Errorf("fast request rate after 1 s at 10/s: %v", got)
 	}
 	// Silence decays it: after one RateWindow, by e.
 	later := now.Add(RateWindow)

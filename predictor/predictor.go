@@ -184,21 +184,22 @@ func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []s
 		c := &cands[i]
 		v := models.Extract(req, c, now)
 		class := c.Endpoint.Class
+		var e [2]Estimate
+		if st.set != nil {
+			e[0], e[1] = st.set.PredictBoth(&v, class, b)
+		}
 		for ti, t := range models.Targets() {
-			var e Estimate
-			if st.set != nil && st.set.Has(t) {
-				e = st.set.Predict(t, &v, class, b)
-			} else {
-				e = st.cold[ti].estimate(&v, class)
+			if st.set == nil || !st.set.Has(t) {
+				e[ti] = st.cold[ti].estimate(&v, class)
 			}
-			mean, upper := scheduler.ValuePredictedTTFT, scheduler.ValuePredictedTTFTUpper
-			if t == models.TPOT {
-				mean, upper = scheduler.ValuePredictedTPOT, scheduler.ValuePredictedTPOTUpper
-			}
-			c.SetValue(mean, e.Mean)
-			if !math.IsNaN(e.Upper) {
-				c.SetValue(upper, e.Upper)
-			}
+		}
+		c.SetValue(scheduler.ValuePredictedTTFT, e[0].Mean)
+		c.SetValue(scheduler.ValuePredictedTPOT, e[1].Mean)
+		if !math.IsNaN(e[0].Upper) {
+			c.SetValue(scheduler.ValuePredictedTTFTUpper, e[0].Upper)
+		}
+		if !math.IsNaN(e[1].Upper) {
+			c.SetValue(scheduler.ValuePredictedTPOTUpper, e[1].Upper)
 		}
 		c.ModelVersion = st.version
 	}

@@ -372,3 +372,29 @@ func BenchmarkPredict32ColdStart(b *testing.B) {
 		p.Predict(context.Background(), &req, cands)
 	}
 }
+
+// BenchmarkPredict32Pinball is BenchmarkPredict32 with pinball quantile models: trees of
+// their own, evaluated beside the mean models' (the calibrated quantile reuses those).
+func BenchmarkPredict32Pinball(b *testing.B) {
+	rep, err := trainer.Train(context.Background(), trainertest.Rows(6000, 1), nil, trainer.Options{QuantileMethod: models.MethodPinball})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var arts []models.Artifact
+	for _, t := range rep.Targets {
+		arts = append(arts, t.Artifacts...)
+	}
+	set, err := predictor.Load(arts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := predictor.New(predictor.Options{})
+	p.Swap(set)
+	cands := candidates(b, 32, time.Now())
+	req := request()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		p.Predict(context.Background(), &req, cands)
+	}
+}

@@ -3,7 +3,6 @@ package predictor
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -65,6 +64,9 @@ type Set struct {
 	version string
 	pairs   [2]pair // by target: TTFT, TPOT
 	width   int     // the widest input row
+	// sameRow: both targets' mean models read the same row, and neither's quantile model
+	// overwrites it, so a decision fills it once per candidate.
+	sameRow bool
 }
 
 func targetIndex(t models.Target) int {
@@ -137,6 +139,9 @@ func Load(arts []models.Artifact) (*Set, error) {
 		}
 		runs = append(runs, string(t)+"="+p.mean.manifest.Run)
 	}
+	m0, m1 := s.pairs[0], s.pairs[1]
+	s.sameRow = m0.mean != nil && m1.mean != nil && slices.Equal(m0.mean.manifest.Classes, m1.mean.manifest.Classes) &&
+		(m0.upper == nil || m0.shared)
 	switch {
 	case len(runs) == 0:
 		return nil, fmt.Errorf("%w: no model to load", models.ErrInvalidArtifact)
@@ -275,13 +280,29 @@ func (b *Buffer) fit(width int) {
 // Predict is target t's estimate for features v on a replica of class (NaN when the set
 // has no model for t). With a buffer from NewBuffer it allocates nothing.
 func (s *Set) Predict(t models.Target, v *models.Vector, class string, b *Buffer) Estimate {
+	b.fit(s.width)
+	return s.predict(t, v, class, b, false)
+}
+
+// PredictBoth is Predict for TTFT and TPOT at once: when their models read the same input
+// row (they were trained on the same replica classes), it is filled once.
+func (s *Set) PredictBoth(v *models.Vector, class string, b *Buffer) (ttft, tpot Estimate) {
+	b.fit(s.width)
+	ttft = s.predict(models.TTFT, v, class, b, false)
+	tpot = s.predict(models.TPOT, v, class, b, s.sameRow && s.pairs[0].mean != nil)
+	return ttft, tpot
+}
+
+// predict is Predict; filled says b.row already holds v's row in the mean model's layout.
+func (s *Set) predict(t models.Target, v *models.Vector, class string, b *Buffer, filled bool) Estimate {
 	p := &s.pairs[targetIndex(t)]
 	mean := p.mean
 	if mean == nil {
 		return Estimate{Mean: math.NaN(), Upper: math.NaN()}
 	}
-	b.fit(s.width)
-	mean.layout.Fill(b.row, v, mean.layout.ClassIndex(class))
+	if !filled {
+		mean.layout.Fill(b.row, v, mean.layout.ClassIndex(class))
+	}
 	logPrior := math.Log(mean.manifest.Prior.Estimate(v, mean.manifest.Prior.ClassIndex(class)))
 	sum := mean.trees(b.row, b.out)
 	e := Estimate{Mean: math.Exp(sum + logPrior), Upper: math.NaN()}
@@ -297,9 +318,6 @@ func (s *Set) Predict(t models.Target, v *models.Vector, class string, b *Buffer
 	e.Upper = math.Exp(sum + logPrior + u.calibration(models.RegimeOf(v, class)))
 	return e
 }
-
-// errNoModels is returned by loaders that found nothing to load.
-var errNoModels = errors.New("no published models")
 
 // joinVersions names artifacts for logs.
 func joinVersions(arts []models.Artifact) string {

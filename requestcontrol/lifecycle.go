@@ -187,11 +187,10 @@ func (f *Flight) FirstToken(now time.Time) {
 // Adapters call it as the stream goes; what the replica may still generate counts as its
 // load, and the time shows where the replica's step cycle is.
 func (f *Flight) Generated(now time.Time, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.ended && !f.first.IsZero() {
-		f.lease.Generated(now, n)
-	}
+	// Called for every streamed token: the lease's own state (decoding, not released) is
+	// the check, without the flight's lock. The lease is set before the flight is handed out
+	// and never replaced.
+	f.lease.Generated(now, n)
 }
 
 // WorkOf is req's size as dispatched to c: the uncached part of its prompt follows the prefix

@@ -72,7 +72,7 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 		t.Fatalf("second migration: %v", err)
 	}
 	var applied int
-	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 3 {
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 4 {
 		t.Fatalf("schema_migrations rows %d (%v)", applied, err)
 	}
 	at := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)

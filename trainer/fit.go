@@ -32,7 +32,7 @@ type Params struct {
 // microseconds (see docs/benchmarks.md), so the models are few deep trees with a large
 // learning rate, boosted from the analytic prior, which carries most of the signal.
 func DefaultParams() Params {
-	return Params{Trees: 16, Depth: 8, Eta: 0.4, MinChildWeight: 5, Subsample: 0.8, ColSample: 1, Lambda: 1, Seed: 1}
+	return Params{Trees: 12, Depth: 8, Eta: 0.3, MinChildWeight: 5, Subsample: 0.8, ColSample: 1, Lambda: 1, Seed: 1}
 }
 
 func (p Params) xgboost() [][2]string {
@@ -270,12 +270,15 @@ func artifact(js []byte, d *design, m models.Manifest, o *Options) (models.Artif
 	return a, nil
 }
 
-// MinCalibration is the fewest calibration samples a regime needs for an offset of its own;
-// the others take the offset of all samples.
+// MinCalibration is the fewest calibration samples a regime needs for an offset of its own.
 const MinCalibration = 200
 
 // calibrate turns the mean model into quantile q: per regime, the q-quantile of the log
-// residuals (ln observed - ln predicted) on cal, samples the model was not trained on.
+// residuals (ln observed - ln predicted) on cal, samples the model was not trained on. A
+// regime with fewer than MinCalibration samples takes the offset of the coarsest group that
+// has enough: its load regime on its replica class, then its load regime, then all samples.
+// (A rare regime such as idle has errors unlike the others': idle TPOT is under-covered by
+// the global offset.) Every regime of every class the model knows gets an offset.
 func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration, error) {
 	set, err := predictor.Load([]models.Artifact{mean})
 	if err != nil {
@@ -283,7 +286,13 @@ func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration,
 	}
 	t := mean.Manifest.Target
 	buf := set.NewBuffer()
-	byRegime := map[string][]float64{}
+	byRegime := map[models.Regime][]float64{}
+	type loadClass struct {
+		load  models.LoadRegime
+		class string
+	}
+	byLoadClass := map[loadClass][]float64{}
+	byLoad := map[models.LoadRegime][]float64{}
 	var all []float64
 	for i := range cal {
 		r := &cal[i]
@@ -296,16 +305,34 @@ func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration,
 			continue
 		}
 		all = append(all, res)
-		k := models.RegimeOf(&r.Features, r.Class).Key()
-		byRegime[k] = append(byRegime[k], res)
+		g := models.RegimeOf(&r.Features, r.Class)
+		byRegime[g] = append(byRegime[g], res)
+		byLoadClass[loadClass{g.Load, g.Class}] = append(byLoadClass[loadClass{g.Load, g.Class}], res)
+		byLoad[g.Load] = append(byLoad[g.Load], res)
 	}
 	if len(all) == 0 {
 		return nil, fmt.Errorf("no calibration samples")
 	}
 	c := &models.Calibration{Offsets: map[string]float64{}, Default: quantile(all, q)}
-	for k, v := range byRegime {
-		if len(v) >= MinCalibration {
-			c.Offsets[k] = quantile(v, q)
+	classes := slices.Clone(mean.Manifest.Classes)
+	for g := range byRegime {
+		if !slices.Contains(classes, g.Class) {
+			classes = append(classes, g.Class)
+		}
+	}
+	for _, class := range classes {
+		for _, load := range []models.LoadRegime{models.Idle, models.Loaded, models.Overloaded} {
+			for _, hit := range []bool{false, true} {
+				g := models.Regime{Load: load, PrefixHit: hit, Class: class}
+				switch {
+				case len(byRegime[g]) >= MinCalibration:
+					c.Offsets[g.Key()] = quantile(byRegime[g], q)
+				case len(byLoadClass[loadClass{load, class}]) >= MinCalibration:
+					c.Offsets[g.Key()] = quantile(byLoadClass[loadClass{load, class}], q)
+				case len(byLoad[load]) >= MinCalibration:
+					c.Offsets[g.Key()] = quantile(byLoad[load], q)
+				}
+			}
 		}
 	}
 	return c, nil

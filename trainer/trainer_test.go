@@ -17,6 +17,7 @@ import (
 	"github.com/augur-llm/augur/store"
 	"github.com/augur-llm/augur/trainer"
 	"github.com/augur-llm/augur/trainer/trainertest"
+	"github.com/augur-llm/augur/trainer/xgb"
 )
 
 var shared *pgserver.Server
@@ -241,5 +242,58 @@ func TestRunPublishesFromPostgres(t *testing.T) {
 		if tr.Champion != rep.Run || tr.ChampionMean == nil {
 			t.Errorf("%s: second run compared with %q, want %q", tr.Target, tr.Champion, rep.Run)
 		}
+	}
+}
+
+// The picker's prediction of a trained model, exp(leaves' sum of trees + ln prior), is
+// XGBoost's own prediction with the prior as base margin, on rows the model never saw.
+func TestPredictorAgreesWithXGBoost(t *testing.T) {
+	arts := trainertest.Artifacts(t)
+	set, err := predictor.Load(arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := trainertest.Rows(3000, 99)
+	buf := set.NewBuffer()
+	for _, a := range arts {
+		if a.Manifest.Kind != models.Mean {
+			continue
+		}
+		m := a.Manifest
+		layout := models.NewLayout(m.Classes)
+		x := make([]float32, len(rows)*layout.Width())
+		margin := make([]float32, len(rows))
+		for i := range rows {
+			layout.Fill32(x[i*layout.Width():(i+1)*layout.Width()], &rows[i].Features, layout.ClassIndex(rows[i].Class))
+			margin[i] = float32(math.Log(m.Prior.Estimate(&rows[i].Features, m.Prior.ClassIndex(rows[i].Class))))
+		}
+		b, err := xgb.LoadJSON(a.XGBoost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := xgb.NewDMatrix(x, len(rows), layout.Width())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.SetBaseMargin(margin); err != nil {
+			t.Fatal(err)
+		}
+		want, err := b.Predict(d, false, false)
+		d.Free()
+		b.Free()
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := 0.0
+		for i := range rows {
+			got := set.Predict(m.Target, &rows[i].Features, rows[i].Class, buf).Mean
+			w := math.Exp(float64(want[i]))
+			worst = max(worst, math.Abs(got-w)/w)
+		}
+		// XGBoost adds in float32, the margin included: relative error about 1e-7 of the log.
+		if worst > 1e-4 {
+			t.Errorf("%s: predictor and XGBoost differ by up to %.2g relative", m.Name(), worst)
+		}
+		t.Logf("%s: largest relative difference over %d rows: %.2g", m.Name(), len(rows), worst)
 	}
 }

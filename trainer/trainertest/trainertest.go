@@ -74,6 +74,18 @@ func Rows(n int, seed uint64) []trainer.Row {
 		set("dispatched_since_scrape", float64(rng.IntN(3)))
 		set("first_tokens_since_scrape", float64(rng.IntN(3)))
 		set("finished_since_scrape", float64(rng.IntN(3)))
+		step := 7 + 0.05*decoding + rng.Float64()*20*busy
+		set("step_ms", step)
+		set("step_slow_ms", step*(0.9+0.2*rng.Float64()))
+		set("last_step_ms", step*(0.8+0.4*rng.Float64()))
+		set("step_wait_ms", step*rng.Float64())
+		set("request_rate_fast", busy*12*rng.Float64())
+		set("uncached_token_rate_fast", busy*9000*rng.Float64())
+		set("step_age_ms", step*rng.Float64())
+		set("next_step_requests", float64(rng.IntN(3)))
+		set("next_step_uncached_tokens", float64(rng.IntN(3000)))
+		set("current_step_uncached_tokens", math.Floor(queued*rng.Float64()))
+		set("decode_context_tokens", decoding*(1500+float64(rng.IntN(2000))))
 		class := Classes[rng.IntN(len(Classes))]
 		ttft, tpot := Latency(&v, class)
 		noise := func() float64 { return math.Exp(rng.NormFloat64() * 0.03) }

@@ -217,3 +217,24 @@ func (d *DMatrix) SetBaseMargin(margin []float32) error {
 	runtime.KeepAlive(margin)
 	return check(rc, "XGDMatrixSetFloatInfo")
 }
+
+// LoadJSON returns a booster holding the model js (XGBoost's JSON format), for predictions.
+// Like NewBooster it locks the calling goroutine to its thread until Free.
+func LoadJSON(js []byte) (*Booster, error) {
+	if len(js) == 0 {
+		return nil, errors.New("xgb: empty model")
+	}
+	runtime.LockOSThread()
+	b := &Booster{}
+	if err := check(C.XGBoosterCreate(nil, 0, &b.h), "XGBoosterCreate"); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	rc := C.XGBoosterLoadModelFromBuffer(b.h, unsafe.Pointer(&js[0]), C.bst_ulong(len(js)))
+	runtime.KeepAlive(js)
+	if err := check(rc, "XGBoosterLoadModelFromBuffer"); err != nil {
+		b.Free()
+		return nil, err
+	}
+	return b, nil
+}
