@@ -58,12 +58,21 @@ const (
 // three quarters of a two-minute run, at least 97% complete within the run. It is found by
 // doubling, then bisecting to within 3%.
 func Capacity(ctx context.Context, sc Scenario, seed uint64) (float64, error) {
+	return CapacityOver(ctx, sc, seed, capacityWindow)
+}
+
+// CapacityOver is Capacity measured with runs of length window instead of two minutes: a
+// shorter window measures faster and counts a slowly growing backlog as kept up with.
+func CapacityOver(ctx context.Context, sc Scenario, seed uint64, window time.Duration) (float64, error) {
+	if window < 10*time.Second {
+		return 0, fmt.Errorf("corpus: capacity window %v: at least 10s", window)
+	}
 	specs, err := virtual.ParsePool(sc.Pool)
 	if err != nil {
 		return 0, err
 	}
 	keepsUp := func(rate float64) (bool, error) {
-		g, err := workload.New(sc.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, capacityWindow)})
+		g, err := workload.New(sc.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, window)})
 		if err != nil {
 			return false, err
 		}
@@ -71,7 +80,7 @@ func Capacity(ctx context.Context, sc Scenario, seed uint64) (float64, error) {
 		if err != nil {
 			return false, err
 		}
-		return keptUp(res.Outcomes), nil
+		return keptUp(res.Outcomes, window), nil
 	}
 	lo, hi := 0.0, 1.0
 	for {
@@ -105,15 +114,15 @@ func Capacity(ctx context.Context, sc Scenario, seed uint64) (float64, error) {
 	return lo, nil
 }
 
-func keptUp(outs []report.Outcome) bool {
-	cut := capacityWindow * 3 / 4
+func keptUp(outs []report.Outcome, window time.Duration) bool {
+	cut := window * 3 / 4
 	arrived, done := 0, 0
 	for _, o := range outs {
 		if o.Start >= cut {
 			continue
 		}
 		arrived++
-		if o.Completed() && o.End <= capacityWindow {
+		if o.Completed() && o.End <= window {
 			done++
 		}
 	}
