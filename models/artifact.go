@@ -62,7 +62,8 @@ type Manifest struct {
 	// Prior is the analytic model the trees were boosted from: prediction =
 	// exp(sum of trees + ln(Prior estimate)) ms.
 	Prior Prior `json:"prior"`
-	// Calibration holds a calibrated quantile's offsets (MethodCalibrated only).
+	// Calibration holds a calibrated quantile's offsets (MethodCalibrated); on a mean model,
+	// optional, the offsets that make its prediction minimise the absolute percentage error.
 	Calibration *Calibration `json:"calibration,omitempty"`
 
 	Trees  int               `json:"trees"`
@@ -83,9 +84,10 @@ type Manifest struct {
 	XGBoostSHA256 string `json:"xgboost_sha256"`
 }
 
-// Calibration turns a mean model's prediction into a quantile's: multiply by
-// exp(Offsets[regime key]) for the request's regime, or exp(Default) for a regime without
-// enough data of its own.
+// Calibration corrects a model's prediction per regime: multiply it by exp(Offsets[regime
+// key]) for the request's regime, or by exp(Default) for a regime without enough data. It
+// turns a mean model's trees into a quantile's, or their geometric mean into the estimate of
+// least relative error.
 type Calibration struct {
 	Offsets map[string]float64 `json:"offsets"`
 	Default float64            `json:"default"`

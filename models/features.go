@@ -168,7 +168,7 @@ func Names() []string {
 }
 
 // Vector is one candidate's features at decision time; a feature not computed is NULL.
-// The zero Vector has every feature NULL.
+// The zero Vector has every feature NULL. A NULL feature's stored value is always 0.
 type Vector struct {
 	values [NumFeatures]float64
 	set    uint64 // bit i: values[i] was computed

@@ -78,7 +78,8 @@ var (
 // is the step time while the request decodes: the step time now, made longer by prefills
 // that arrive meanwhile. NULL features count as 0. The scales keep the fit well conditioned.
 func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
-	get := func(i int) float64 { x, _ := v.Get(i); return x }
+	x := &v.values // a NULL feature's value is 0 (see Vector); read directly, on the request path
+	get := func(i int) float64 { return x[i] }
 	switch t {
 	case TTFT:
 		u := get(idxUncached)

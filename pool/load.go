@@ -157,7 +157,10 @@ func (r rates) corrected(now time.Time, sum float64, w time.Duration) float64 {
 	}
 	ws := w.Seconds()
 	dt := max(0, now.Sub(r.since).Seconds())
-	span := ws * -math.Expm1(-max(now.Sub(r.start).Seconds(), ws/4)/ws)
+	span := ws
+	if run := now.Sub(r.start).Seconds(); run < 20*ws { // beyond, the correction is below 1e-8
+		span = ws * -math.Expm1(-max(run, ws/4)/ws)
+	}
 	return sum * math.Exp(-dt/ws) / span
 }
 

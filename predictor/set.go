@@ -305,8 +305,12 @@ func (s *Set) predict(t models.Target, v *models.Vector, class string, b *Buffer
 	}
 	logPrior := math.Log(mean.manifest.Prior.Estimate(v, mean.manifest.Prior.ClassIndex(class)))
 	sum := mean.trees(b.row, b.out)
-	e := Estimate{Mean: math.Exp(sum + logPrior), Upper: math.NaN()}
 	u := p.upper
+	var regime models.Regime
+	if mean.offsets != nil || u != nil {
+		regime = models.RegimeOf(v, class)
+	}
+	e := Estimate{Mean: math.Exp(sum + logPrior + mean.calibration(regime)), Upper: math.NaN()}
 	if u == nil {
 		return e
 	}
@@ -315,7 +319,7 @@ func (s *Set) predict(t models.Target, v *models.Vector, class string, b *Buffer
 		logPrior = math.Log(u.manifest.Prior.Estimate(v, u.manifest.Prior.ClassIndex(class)))
 		sum = u.trees(b.row, b.out)
 	}
-	e.Upper = math.Exp(sum + logPrior + u.calibration(models.RegimeOf(v, class)))
+	e.Upper = math.Exp(sum + logPrior + u.calibration(regime))
 	return e
 }
 

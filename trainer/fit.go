@@ -228,6 +228,10 @@ func fitTarget(ctx context.Context, t models.Target, train, cal []Row, o *Option
 		return mean, upper, err
 	}
 	um := models.Manifest{Run: run, Target: t, Kind: models.Quantile, Quantile: o.Quantile, Method: o.QuantileMethod, CreatedAt: now}
+	point, cal90, err := calibrate(mean, cal, o.Quantile)
+	if err != nil {
+		return mean, upper, fmt.Errorf("%s calibration: %w", t, err)
+	}
 	switch o.QuantileMethod {
 	case models.MethodPinball:
 		js, err := d.booster(ctx, o.Params, pinball(float32(o.Quantile), d.residualScale()), report(models.Quantile))
@@ -238,15 +242,12 @@ func fitTarget(ctx context.Context, t models.Target, train, cal []Row, o *Option
 			return mean, upper, err
 		}
 	default:
-		c, err := calibrate(mean, cal, o.Quantile)
-		if err != nil {
-			return mean, upper, fmt.Errorf("%s quantile calibration: %w", t, err)
-		}
-		um.Calibration = c
+		um.Calibration = cal90
 		if upper, err = artifact(js, d, um, o); err != nil {
 			return mean, upper, err
 		}
 	}
+	mean.Manifest.Calibration = point
 	return mean, upper, nil
 }
 
@@ -273,16 +274,24 @@ func artifact(js []byte, d *design, m models.Manifest, o *Options) (models.Artif
 // MinCalibration is the fewest calibration samples a regime needs for an offset of its own.
 const MinCalibration = 200
 
-// calibrate turns the mean model into quantile q: per regime, the q-quantile of the log
-// residuals (ln observed - ln predicted) on cal, samples the model was not trained on. A
-// regime with fewer than MinCalibration samples takes the offset of the coarsest group that
-// has enough: its load regime on its replica class, then its load regime, then all samples.
-// (A rare regime such as idle has errors unlike the others': idle TPOT is under-covered by
-// the global offset.) Every regime of every class the model knows gets an offset.
-func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration, error) {
+// calibrate measures the mean model's log residuals (ln observed - ln predicted) on cal,
+// samples it was not trained on, and returns per regime two offsets to add to its log
+// prediction:
+//
+//   - upper, the q-quantile of the residuals: the calibrated quantile model;
+//   - point, the median of the residuals weighted by exp(-residual): the offset that
+//     minimises the absolute percentage error of the corrected prediction (the error the mean
+//     model is judged by; fitting log latency by least squares aims at the geometric mean,
+//     which overshoots where errors are skewed).
+//
+// A regime with fewer than MinCalibration samples takes the offsets of the coarsest group that
+// has enough: its load regime on its replica class, then its load regime, then all samples (a
+// rare regime such as idle has errors unlike the others'). Every regime of every class the
+// model knows gets offsets.
+func calibrate(mean models.Artifact, cal []Row, q float64) (point, upper *models.Calibration, err error) {
 	set, err := predictor.Load([]models.Artifact{mean})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t := mean.Manifest.Target
 	buf := set.NewBuffer()
@@ -311,9 +320,10 @@ func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration,
 		byLoad[g.Load] = append(byLoad[g.Load], res)
 	}
 	if len(all) == 0 {
-		return nil, fmt.Errorf("no calibration samples")
+		return nil, nil, fmt.Errorf("no calibration samples")
 	}
-	c := &models.Calibration{Offsets: map[string]float64{}, Default: quantile(all, q)}
+	point = &models.Calibration{Offsets: map[string]float64{}, Default: mapeOffset(all)}
+	upper = &models.Calibration{Offsets: map[string]float64{}, Default: quantile(all, q)}
 	classes := slices.Clone(mean.Manifest.Classes)
 	for g := range byRegime {
 		if !slices.Contains(classes, g.Class) {
@@ -324,18 +334,41 @@ func calibrate(mean models.Artifact, cal []Row, q float64) (*models.Calibration,
 		for _, load := range []models.LoadRegime{models.Idle, models.Loaded, models.Overloaded} {
 			for _, hit := range []bool{false, true} {
 				g := models.Regime{Load: load, PrefixHit: hit, Class: class}
+				var res []float64
 				switch {
 				case len(byRegime[g]) >= MinCalibration:
-					c.Offsets[g.Key()] = quantile(byRegime[g], q)
+					res = byRegime[g]
 				case len(byLoadClass[loadClass{load, class}]) >= MinCalibration:
-					c.Offsets[g.Key()] = quantile(byLoadClass[loadClass{load, class}], q)
+					res = byLoadClass[loadClass{load, class}]
 				case len(byLoad[load]) >= MinCalibration:
-					c.Offsets[g.Key()] = quantile(byLoad[load], q)
+					res = byLoad[load]
+				default:
+					continue
 				}
+				point.Offsets[g.Key()] = mapeOffset(res)
+				upper.Offsets[g.Key()] = quantile(res, q)
 			}
 		}
 	}
-	return c, nil
+	return point, upper, nil
+}
+
+// mapeOffset is the offset m that minimises the mean of |1 - exp(m - r)| over log residuals
+// r: the median of r weighted by exp(-r). (Sorts res in place.)
+func mapeOffset(res []float64) float64 {
+	slices.Sort(res)
+	total := 0.0
+	for _, r := range res {
+		total += math.Exp(-r)
+	}
+	acc := 0.0
+	for _, r := range res {
+		acc += math.Exp(-r)
+		if acc >= total/2 {
+			return r
+		}
+	}
+	return res[len(res)-1]
 }
 
 // quantile is the q-quantile of v (sorted in place), by linear interpolation.
