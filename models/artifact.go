@@ -69,7 +69,8 @@ type Manifest struct {
 	Trees  int               `json:"trees"`
 	Params map[string]string `json:"params,omitempty"`
 
-	// What it was trained on: samples recorded in [TrainedFrom, TrainedTo).
+	// What it was trained on: the times of its first and last training samples, and how
+	// many there were.
 	TrainedFrom time.Time `json:"trained_from"`
 	TrainedTo   time.Time `json:"trained_to"`
 	Samples     int       `json:"samples"`

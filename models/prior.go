@@ -93,8 +93,8 @@ func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
 
 // DefaultPrior is the estimate before any sample was seen: a generic 8B-class replica on one
 // H100 (TTFT 15 ms + 0.05 ms per uncached prompt token, its own or queued ahead, + 0.5 ms per
-// 1000 tokens of decode context, about 2 ms per decoding request; TPOT 8 ms + 0.05 ms per
-// decoding request). It only has to order replicas sensibly until the online fit takes over.
+// 1000 tokens of decode context; TPOT 8 ms + 0.05 ms per request decoding, this one
+// included). It only has to order replicas sensibly until the online fit takes over.
 func DefaultPrior(t Target) Prior {
 	p := Prior{Target: t, Floor: 1}
 	if t == TTFT {

@@ -202,13 +202,16 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 		close(migrated)
 	}
 	if p.models != nil {
+		_, fromDB := p.models.(predictor.DBSource)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case <-migrated: // the model table exists
-			case <-runCtx.Done():
-				return
+			if fromDB {
+				select {
+				case <-migrated: // the model table exists
+				case <-runCtx.Done():
+					return
+				}
 			}
 			p.Predictor.Follow(runCtx, p.models, p.cfg.Models.PollInterval.Duration, p.opts.Clock.After)
 		}()

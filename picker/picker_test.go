@@ -67,6 +67,9 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, ProfileName: "llm-d", Profile: &scheduler.ProfileConfig{}}, "not both"},
 		{Config{Kubernetes: &KubernetesConfig{Namespace: "llm"}}, "needs inferencePool"},
 		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "nohost"}}}, "not ip:port"},
+		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, Models: ModelsConfig{Source: "database"}}, "needs databaseURL"},
+		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, Models: ModelsConfig{Source: "directory"}}, "needs models.directory"},
+		{Config{Endpoints: []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}, Models: ModelsConfig{Source: "s3"}}, `models.source "s3"`},
 	} {
 		if _, err := New(tc.cfg, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v): err %v, want %q", tc.cfg, err, tc.want)
@@ -109,6 +112,34 @@ func TestServeExposesMetricsAndDrains(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after its context ended")
+	}
+}
+
+// Predictions read the prefix match: a profile without a prefix plugin gets one that scores
+// nothing, and one with it is left as it is.
+func TestProfilesGetAPrefixForPredictions(t *testing.T) {
+	eps := []pool.Endpoint{{Name: "a", Address: "127.0.0.1:1"}}
+	for name, wantScorers := range map[string]int{"round-robin": 1, "default": 2, "llm-d": 3} {
+		p, err := New(Config{Endpoints: eps, ProfileName: name}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prof := p.Scheduler.Profile()
+		if len(prof.Scorers) != wantScorers {
+			t.Errorf("%s: %d scorers, want %d", name, len(prof.Scorers), wantScorers)
+		}
+		prefix := 0
+		for _, ws := range prof.Scorers {
+			if ws.Name() == "prefix" {
+				prefix++
+				if name != "llm-d" && ws.Weight != 0 {
+					t.Errorf("%s: the added prefix scorer weighs %v", name, ws.Weight)
+				}
+			}
+		}
+		if prefix != 1 {
+			t.Errorf("%s: %d prefix scorers", name, prefix)
+		}
 	}
 }
 

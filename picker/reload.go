@@ -64,6 +64,9 @@ func (p *Picker) reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.checkModels(); err != nil {
+		return err
+	}
 	pc, err := cfg.profile()
 	if err != nil {
 		return err
@@ -104,6 +107,8 @@ func (p *Picker) reload(cfg Config) error {
 		{"scrapeTimeout", old.ScrapeTimeout, cfg.ScrapeTimeout}, {"staleAfter", old.StaleAfter, cfg.StaleAfter},
 		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes},
 		{"seed", old.Seed, cfg.Seed}, {"drainTimeout", old.DrainTimeout, cfg.DrainTimeout},
+		{"databaseURL", old.DatabaseURL, cfg.DatabaseURL}, {"retention", old.Retention, cfg.Retention},
+		{"models", old.Models, cfg.Models},
 	} {
 		if !reflect.DeepEqual(f.old, f.new) {
 			p.opts.Log.Warn("configuration setting changed; it takes effect at the next restart", "setting", f.name)

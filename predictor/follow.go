@@ -2,6 +2,9 @@ package predictor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -52,25 +55,35 @@ func (s DBSource) String() string { return "database" }
 // mounted ConfigMap or volume.
 type DirSource struct{ Dir string }
 
-// Fingerprint implements Source: each file's name, size and modification time.
+// Fingerprint implements Source: a hash of the manifests' contents (they carry the model
+// files' checksums) and of the other files' names, sizes and modification times.
 func (s DirSource) Fingerprint(context.Context) (string, error) {
 	entries, err := os.ReadDir(s.Dir)
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
+	h := sha256.New()
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") && e.Name() != "..data" {
 			continue
 		}
-		// ConfigMap volumes swap a symlink (..data); follow names to what they point at.
-		fi, err := os.Stat(filepath.Join(s.Dir, e.Name()))
-		if err != nil {
+		// ConfigMap volumes swap a symlink (..data); Stat and ReadFile follow it.
+		path := filepath.Join(s.Dir, e.Name())
+		fi, err := os.Stat(path)
+		if err != nil || fi.IsDir() {
 			continue
 		}
-		fmt.Fprintf(&b, "%s:%d:%d;", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+		fmt.Fprintf(h, "%s:%d:%d;", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+		if strings.HasSuffix(e.Name(), ".manifest.json") {
+			if b, err := os.ReadFile(path); err == nil {
+				h.Write(b)
+			}
+		}
 	}
-	return b.String(), nil
+	if len(entries) == 0 {
+		return "", nil
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Load implements Source.
@@ -118,8 +131,9 @@ func (p *Predictor) Follow(ctx context.Context, src Source, every time.Duration,
 	}
 }
 
-// Refresh polls src once and applies its models when they changed. It returns an error only
-// when the source could not be read; refused models are logged and counted, not returned.
+// Refresh polls src once and applies its models when they changed. It returns an error when
+// the source could not be read (the next call tries again); models that were read and failed
+// a check are refused, logged and counted once, not returned.
 func (p *Predictor) Refresh(ctx context.Context, src Source) error {
 	fp, err := src.Fingerprint(ctx)
 	if err != nil {
@@ -132,8 +146,8 @@ func (p *Predictor) Refresh(ctx context.Context, src Source) error {
 		return nil
 	}
 	arts, err := src.Load(ctx)
-	if err != nil && ctx.Err() != nil {
-		return err // cut short: nothing learnt about the models
+	if err != nil && !errors.Is(err, models.ErrInvalidArtifact) {
+		return err // not read (cut short, the source away): the next poll tries again
 	}
 	if err == nil && len(arts) == 0 {
 		return nil // nothing published yet
@@ -143,7 +157,7 @@ func (p *Predictor) Refresh(ctx context.Context, src Source) error {
 		set, err = Load(arts)
 	}
 	if err != nil {
-		// Unreadable, or failed a check: this publication is refused once, not every poll.
+		// Read, and failed a check: this publication is refused once, not every poll.
 		p.refuse(fp, src, err)
 		return nil
 	}

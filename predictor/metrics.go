@@ -28,7 +28,9 @@ type Metrics struct {
 
 // APEBuckets are the buckets of the live error histogram: absolute percentage error as a
 // fraction (0.05 = 5%).
-var APEBuckets = []float64{0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5}
+func APEBuckets() []float64 {
+	return []float64{0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5}
+}
 
 // NewMetrics registers the predictor's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -47,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ape: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "augur_prediction_error_ratio",
 			Help:    "Absolute percentage error of the mean prediction against the observed latency, as a fraction, per target and replica class.",
-			Buckets: APEBuckets,
+			Buckets: APEBuckets(),
 		}, []string{"target", "class"}),
 		coverage: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "augur_prediction_upper_total",

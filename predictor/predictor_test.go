@@ -398,3 +398,39 @@ func BenchmarkPredict32Pinball(b *testing.B) {
 		p.Predict(context.Background(), &req, cands)
 	}
 }
+
+// flaky is a model source whose first reads fail, as a database does while it restarts.
+type flaky struct {
+	fails int
+	arts  []models.Artifact
+	loads int
+}
+
+func (f *flaky) Fingerprint(context.Context) (string, error) { return "v1", nil }
+func (f *flaky) Load(context.Context) ([]models.Artifact, error) {
+	f.loads++
+	if f.loads <= f.fails {
+		return nil, errors.New("connection reset by peer")
+	}
+	return f.arts, nil
+}
+func (f *flaky) String() string { return "flaky" }
+
+// A publication that could not be read is read again at the next poll; it is not refused.
+func TestRefreshRetriesAnUnreadableSource(t *testing.T) {
+	p := predictor.New(predictor.Options{})
+	src := &flaky{fails: 2, arts: trainertest.Artifacts(t)}
+	for i := range 3 {
+		err := p.Refresh(context.Background(), src)
+		if (i < 2) != (err != nil) {
+			t.Fatalf("poll %d: %v", i, err)
+		}
+	}
+	if p.Source(models.TTFT) != predictor.SourceModel || src.loads != 3 {
+		t.Fatalf("after two failed reads and one good: source %s, %d loads", p.Source(models.TTFT), src.loads)
+	}
+	// Once loaded, the same publication is not read again.
+	if err := p.Refresh(context.Background(), src); err != nil || src.loads != 3 {
+		t.Fatalf("a fourth poll read again: %d loads (%v)", src.loads, err)
+	}
+}

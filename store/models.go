@@ -104,7 +104,10 @@ func ChampionVersions(ctx context.Context, db *pgxpool.Pool) (map[string]string,
 }
 
 // Champions returns the published artifacts, as stored: the caller verifies them (a picker
-// must not trust bytes it did not check).
+// must not trust bytes it did not check). A row whose manifest this build cannot decode (a
+// newer trainer's, a damaged one) comes back with only its version, run, target and kind,
+// from the table's columns: it fails Verify, and a trainer still knows which champion it
+// replaces.
 func Champions(ctx context.Context, db *pgxpool.Pool) ([]models.Artifact, error) {
 	return queryArtifacts(ctx, db, "WHERE published ORDER BY target, kind")
 }
@@ -122,7 +125,7 @@ func ModelByVersion(ctx context.Context, db *pgxpool.Pool, version string) (mode
 }
 
 func queryArtifacts(ctx context.Context, db *pgxpool.Pool, where string, args ...any) ([]models.Artifact, error) {
-	rows, err := db.Query(ctx, "SELECT manifest, leaves, xgboost_json FROM model_versions "+where, args...)
+	rows, err := db.Query(ctx, "SELECT version, run, target, kind, manifest, leaves, xgboost_json FROM model_versions "+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read models: %w", err)
 	}
@@ -130,12 +133,13 @@ func queryArtifacts(ctx context.Context, db *pgxpool.Pool, where string, args ..
 	var out []models.Artifact
 	for rows.Next() {
 		var manifest []byte
+		var version, run, target, kind string
 		var a models.Artifact
-		if err := rows.Scan(&manifest, &a.Leaves, &a.XGBoost); err != nil {
+		if err := rows.Scan(&version, &run, &target, &kind, &manifest, &a.Leaves, &a.XGBoost); err != nil {
 			return nil, fmt.Errorf("read models: %w", err)
 		}
 		if a.Manifest, err = models.DecodeManifest(manifest); err != nil {
-			return nil, fmt.Errorf("read models: %w", err)
+			a.Manifest = models.Manifest{Version: version, Run: run, Target: models.Target(target), Kind: models.ModelKind(kind)}
 		}
 		out = append(out, a)
 	}
@@ -148,7 +152,7 @@ func queryArtifacts(ctx context.Context, db *pgxpool.Pool, where string, args ..
 // ModelHistory returns the manifests of the newest limit models, published or not, newest
 // first, and whether each is a champion.
 func ModelHistory(ctx context.Context, db *pgxpool.Pool, limit int) ([]models.Manifest, []bool, error) {
-	rows, err := db.Query(ctx, "SELECT manifest, published FROM model_versions ORDER BY created_at DESC, version LIMIT $1", limit)
+	rows, err := db.Query(ctx, "SELECT version, run, target, kind, manifest, published FROM model_versions ORDER BY created_at DESC, version LIMIT $1", limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("model history: %w", err)
 	}
@@ -158,12 +162,13 @@ func ModelHistory(ctx context.Context, db *pgxpool.Pool, limit int) ([]models.Ma
 	for rows.Next() {
 		var b []byte
 		var p bool
-		if err := rows.Scan(&b, &p); err != nil {
+		var version, run, target, kind string
+		if err := rows.Scan(&version, &run, &target, &kind, &b, &p); err != nil {
 			return nil, nil, fmt.Errorf("model history: %w", err)
 		}
 		m, err := models.DecodeManifest(b)
-		if err != nil {
-			return nil, nil, fmt.Errorf("model history: %w", err)
+		if err != nil { // another build's manifest: what the columns tell
+			m = models.Manifest{Version: version, Run: run, Target: models.Target(target), Kind: models.ModelKind(kind)}
 		}
 		ms, pub = append(ms, m), append(pub, p)
 	}

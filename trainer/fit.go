@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -130,6 +131,10 @@ func newDesign(t models.Target, rows []Row) (*design, error) {
 // booster trains one model on d; custom, when set, supplies the gradients (a custom
 // objective). It runs on the calling goroutine, which XGBoost binds to one thread meanwhile.
 func (d *design) booster(ctx context.Context, p Params, custom func(pred, label []float32) (g, h []float32), progress func(round int)) ([]byte, error) {
+	// One thread for every XGBoost call here: its error messages are per thread, and so is
+	// a booster's training cache (xgb.NewBooster locks too; the locks nest).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	m, err := xgb.NewDMatrix(d.x, d.rows, d.cols)
 	if err != nil {
 		return nil, err

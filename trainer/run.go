@@ -182,6 +182,10 @@ func trainTarget(ctx context.Context, t models.Target, rows []Row, champions []m
 	train, cal, hold := split(rows, o.Calibration, o.Holdout)
 	balanced := balance(train, o.BucketCap, o.Seed)
 	tr.Train, tr.Balanced, tr.Calibration, tr.Holdout = len(train), len(balanced), len(cal), len(hold)
+	if len(balanced) < models.MinPriorSamples || len(hold) == 0 || len(cal) == 0 {
+		tr.Decision, tr.Why = DecisionSkipped, fmt.Sprintf("%d training, %d calibration and %d holdout samples: too few to fit and judge", len(balanced), len(cal), len(hold))
+		return tr, nil
+	}
 	start := time.Now()
 	mean, upper, err := fitTarget(ctx, t, balanced, cal, o, run)
 	if err != nil {
@@ -206,6 +210,15 @@ func trainTarget(ctx context.Context, t models.Target, rows []Row, champions []m
 			champ = append(champ, a)
 		}
 	}
+	// The parents are the champions being replaced, whether or not this build can load them
+	// (another feature schema, a damaged row): publishing swaps exactly those.
+	for _, a := range champ {
+		if a.Manifest.Kind == models.Mean {
+			mean.Manifest.Parent = a.Manifest.Version
+		} else {
+			upper.Manifest.Parent = a.Manifest.Version
+		}
+	}
 	var champSet *predictor.Set
 	if len(champ) > 0 {
 		if s, err := predictor.Load(champ); err != nil {
@@ -214,10 +227,7 @@ func trainTarget(ctx context.Context, t models.Target, rows []Row, champions []m
 			champSet = s
 			for _, a := range champ {
 				if a.Manifest.Kind == models.Mean {
-					mean.Manifest.Parent = a.Manifest.Version
 					tr.Champion = a.Manifest.Run
-				} else {
-					upper.Manifest.Parent = a.Manifest.Version
 				}
 			}
 		}

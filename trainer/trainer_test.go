@@ -301,3 +301,47 @@ func TestPredictorAgreesWithXGBoost(t *testing.T) {
 		t.Logf("%s: largest relative difference over %d rows: %.2g", m.Name(), len(rows), worst)
 	}
 }
+
+// A champion this build cannot load (another feature schema, a manifest it cannot read) is
+// judged as no champion, and replaced: the trainer does not stall behind it.
+func TestRunReplacesChampionsItCannotLoad(t *testing.T) {
+	db := openDB(t)
+	ctx := context.Background()
+	var samples []store.Sample
+	for i, r := range trainertest.Rows(3000, 8) {
+		ttft, tpot := r.TTFT, r.TPOT
+		samples = append(samples, store.Sample{Time: r.At, RequestID: "r" + time.Duration(i).String(), Model: "m", Stream: true,
+			Replica: "sim", ReplicaAddress: "10.0.0.1:1", ReplicaClass: r.Class, SchemaVersion: models.SchemaVersion,
+			Features: r.Features, TTFTMs: &ttft, TPOTMs: &tpot, E2EMs: 1000, OutputTokens: 100, Outcome: "ok", Status: 200})
+	}
+	if err := store.WriteSamples(ctx, db, samples); err != nil {
+		t.Fatal(err)
+	}
+	for _, damage := range []string{
+		// an older build's champions
+		`UPDATE model_versions SET manifest = jsonb_set(manifest, '{schema_version}', to_jsonb(schema_version - 1)) WHERE published`,
+		// a newer build's manifests, with a field this build does not know
+		`UPDATE model_versions SET manifest = manifest || '{"from_the_future": true}' WHERE published`,
+	} {
+		first, err := trainer.Run(ctx, db, trainer.Options{})
+		if err != nil || !first.Published() {
+			t.Fatalf("a run on a fresh table: %v, published %v", err, first.Published())
+		}
+		if _, err := db.Exec(ctx, damage); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := trainer.Run(ctx, db, trainer.Options{})
+		if err != nil {
+			t.Fatalf("after %q: %v", damage, err)
+		}
+		for _, tr := range rep.Targets {
+			if !tr.Published() || tr.ChampionMean != nil || tr.Artifacts[0].Manifest.Parent != first.Run+"-"+string(tr.Target)+"-mean" {
+				t.Errorf("after %q: %s %s (%s), parent %q", damage, tr.Target, tr.Decision, tr.Why, tr.Artifacts[0].Manifest.Parent)
+			}
+		}
+		v, err := store.ChampionVersions(ctx, db)
+		if err != nil || v["ttft-mean"] != rep.Run+"-ttft-mean" {
+			t.Fatalf("champions %v (%v) after replacing", v, err)
+		}
+	}
+}

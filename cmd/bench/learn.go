@@ -72,7 +72,7 @@ func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	recDone := make(chan struct{})
 	go func() { defer close(recDone); rec.Run() }()
 	start := time.Now()
-	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch
+	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch()
 	for seed := uint64(1); requests < lo.samples; seed++ {
 		sum, err := corpus.Generate(ctx, corpus.Options{
 			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: caps, Start: at,

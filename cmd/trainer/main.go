@@ -8,7 +8,8 @@
 //	trainer --database-url postgres://... --every 1h --window 24h
 //
 // Exit status: 0 when models were published, 3 when nothing was (the champions are no
-// worse, or too few samples), 1 on an error, 2 on bad flags.
+// worse, or too few samples; --unpublished-status changes it, e.g. to 0 for a CronJob, where
+// any other status is a failure to retry), 1 on an error, 2 on bad flags.
 package main
 
 import (
@@ -51,7 +52,9 @@ type options struct {
 	window    time.Duration
 	modelsOut string
 	quiet     bool
-	train     trainer.Options
+	// unpublished is the exit status when nothing was published.
+	unpublished int
+	train       trainer.Options
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -64,6 +67,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.window, "window", 0, "train on the samples of this long before now (0: all)")
 	fs.StringVar(&o.modelsOut, "models-out", "", "also write the serving models to this directory after each run (for ConfigMap or volume installs)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+	fs.IntVar(&o.unpublished, "unpublished-status", exitNotPublished, "exit status when nothing was published (0 for a CronJob: not publishing is a normal outcome)")
 	p := trainer.DefaultParams()
 	fs.IntVar(&p.Trees, "trees", p.Trees, "boosting rounds per model")
 	fs.IntVar(&p.Depth, "depth", p.Depth, "tree depth")
@@ -88,6 +92,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("set --once or --every, one of them")
 	case o.every < 0 || o.window < 0:
 		return o, errors.New("--every and --window must not be negative")
+	case o.unpublished < 0 || o.unpublished > 125 || o.unpublished == exitError || o.unpublished == exitUsage:
+		return o, fmt.Errorf("--unpublished-status %d: want 0 or 3..125 (1 and 2 mean errors)", o.unpublished)
 	}
 	return o, nil
 }
@@ -166,7 +172,7 @@ func once(ctx context.Context, db *pgxpool.Pool, o options, stdout, stderr io.Wr
 	}
 	if !rep.Published() {
 		fmt.Fprintln(stdout, "\nnothing published: the serving models stay")
-		return exitNotPublished
+		return o.unpublished
 	}
 	fmt.Fprintf(stdout, "\npublished run %s\n", rep.Run)
 	return exitPublished

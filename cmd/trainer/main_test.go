@@ -28,6 +28,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--database-url", "postgres://x", "--once", "--every", "1h"}, "--once or --every"},
 		{[]string{"--database-url", "postgres://x", "--once", "extra"}, "unexpected"},
 		{[]string{"--database-url", "postgres://x", "--once", "--window", "-1h"}, "negative"},
+		{[]string{"--database-url", "postgres://x", "--once", "--unpublished-status", "1"}, "--unpublished-status"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), tc.args, &out, &errb)
@@ -91,7 +92,8 @@ func TestOnceExitStatus(t *testing.T) {
 	}
 }
 
-// The CronJob manifest is valid and its arguments are the trainer's.
+// The CronJob manifest is valid, its arguments are the trainer's, and with them a run that
+// publishes nothing succeeds (a Job retries any other status).
 func TestCronJobManifest(t *testing.T) {
 	b, err := os.ReadFile("../../deploy/kubernetes/trainer-cronjob.yaml")
 	if err != nil {
@@ -107,5 +109,10 @@ func TestCronJobManifest(t *testing.T) {
 	}
 	if _, err := parse(append(c[0].Args, "--database-url", "postgres://x"), &bytes.Buffer{}); err != nil {
 		t.Errorf("the manifest's arguments %v: %v", c[0].Args, err)
+	}
+	pg := pgserver.StartForTest(t)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), append(c[0].Args, "--database-url", pg.URL()), &out, &errb); code != 0 {
+		t.Errorf("the manifest's arguments on an empty database: exit %d, want 0\n%s%s", code, out.String(), errb.String())
 	}
 }

@@ -407,6 +407,9 @@ func CheckBinary(b []byte) (numFeatures, numTrees int, err error) {
 	if err := read(&lp); err != nil {
 		return 0, 0, err
 	}
+	if bs := float64(lp.BaseScore); math.IsNaN(bs) || math.IsInf(bs, 0) {
+		return 0, 0, fmt.Errorf("xgbconv: binary model base score %v", lp.BaseScore)
+	}
 	if lp.NumFeatures == 0 || lp.NumFeatures > math.MaxInt32 || lp.NumClass > 1 || lp.ContainExtraAttrs != 0 || lp.ContainEvalMetrics != 0 {
 		return 0, 0, fmt.Errorf("xgbconv: binary model header %+v is not one ConvertJSON writes", lp)
 	}

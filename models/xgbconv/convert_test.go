@@ -200,6 +200,12 @@ func TestCheckBinary(t *testing.T) {
 	if _, _, err := CheckBinary(append(bin[:len(bin):len(bin)], 0)); err == nil {
 		t.Fatal("a byte too many: accepted")
 	}
+	// A base score that is not a number.
+	nan := append([]byte(nil), bin...)
+	binary.LittleEndian.PutUint32(nan, math.Float32bits(float32(math.NaN())))
+	if _, _, err := CheckBinary(nan); err == nil {
+		t.Fatal("a NaN base score: accepted")
+	}
 	// A string length that would make a reader allocate gigabytes.
 	bad := append([]byte(nil), bin...)
 	binary.LittleEndian.PutUint64(bad[binary.Size(learnerModelParam{}):], 1<<40)

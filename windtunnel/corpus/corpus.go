@@ -147,7 +147,7 @@ type Options struct {
 	Predictor scheduler.Predictor
 	// Progress is told after each run.
 	Progress func(done, total int, r Run)
-	// Start is when the first run begins in virtual time (zero: virtual.Epoch); the others
+	// Start is when the first run begins in virtual time (zero: virtual.Epoch()); the others
 	// follow it.
 	Start time.Time
 }
@@ -197,7 +197,7 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 		o.Explore = DefaultExplore
 	}
 	if o.Start.IsZero() {
-		o.Start = virtual.Epoch
+		o.Start = virtual.Epoch()
 	}
 	sum := Summary{Capacities: map[Scenario]float64{}}
 	for _, sc := range o.Scenarios {

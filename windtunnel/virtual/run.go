@@ -40,7 +40,7 @@ type Config struct {
 	Observers []requestcontrol.Observer
 	// Predictor, when set, predicts every decision's latencies as the picker's does.
 	Predictor scheduler.Predictor
-	// Start is the virtual instant the run begins at (zero: Epoch). Outcomes are offsets
+	// Start is the virtual instant the run begins at (zero: Epoch()). Outcomes are offsets
 	// from it; recorded samples carry absolute times.
 	Start time.Time
 }
@@ -89,7 +89,7 @@ type Result struct {
 }
 
 // Epoch is where virtual time starts by default; fixed so that runs repeat exactly.
-var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+func Epoch() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 
 type record struct {
 	arrived  time.Time
@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		cfg.ScrapeInterval = pool.DefaultScrapeInterval
 	}
 	if cfg.Start.IsZero() {
-		cfg.Start = Epoch
+		cfg.Start = Epoch()
 	}
 	r := &run{cfg: cfg, epoch: cfg.Start, clk: &vclock{now: cfg.Start}, next: next, byAddr: map[*pool.Replica]int{}}
 	r.pool = pool.New(r.clk, cfg.StaleAfter)
@@ -277,7 +277,8 @@ func (r *run) onToken(t sim.Token) {
 			// The picker sees a first token only in a streamed response, as in production.
 			rec.flight.FirstToken(now)
 		}
-	} else if rec.stream && !t.Done {
+	} else if rec.stream {
+		// Every token, the last included: production's response stream shows them all.
 		rec.flight.Generated(now, t.Generated)
 	}
 	rec.last, rec.out = now, t.Generated
