@@ -3,7 +3,6 @@ package trainer_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/store"
@@ -39,10 +38,7 @@ func BenchmarkRunFromPostgres1M(b *testing.B) {
 	rows := trainertest.Rows(1_000_000, 1)
 	batch := make([]store.Sample, 0, 50_000)
 	for i, r := range rows {
-		ttft, tpot := r.TTFT, r.TPOT
-		batch = append(batch, store.Sample{Time: r.At, RequestID: "r" + time.Duration(i).String(), Model: "m", Stream: true,
-			Replica: "sim", ReplicaAddress: "10.0.0.1:1", ReplicaClass: r.Class, SchemaVersion: models.SchemaVersion,
-			Features: r.Features, TTFTMs: &ttft, TPOTMs: &tpot, E2EMs: 1000, OutputTokens: 100, Outcome: "ok", Status: 200})
+		batch = append(batch, trainertest.Sample(i, r))
 		if len(batch) == cap(batch) || i == len(rows)-1 {
 			if err := store.WriteSamples(ctx, db, batch); err != nil {
 				b.Fatal(err)

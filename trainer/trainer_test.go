@@ -187,12 +187,7 @@ func TestRunPublishesFromPostgres(t *testing.T) {
 	ctx := context.Background()
 	var samples []store.Sample
 	for i, r := range trainertest.Rows(5000, 7) {
-		ttft, tpot := r.TTFT, r.TPOT
-		samples = append(samples, store.Sample{
-			Time: r.At, RequestID: "r" + time.Duration(i).String(), Model: "m", Stream: true, Replica: "sim-" + r.Class,
-			ReplicaAddress: "10.0.0.1:8000", ReplicaClass: r.Class, SchemaVersion: models.SchemaVersion, Features: r.Features,
-			TTFTMs: &ttft, TPOTMs: &tpot, E2EMs: ttft + 100*tpot, OutputTokens: 101, Outcome: "ok", Status: 200,
-		})
+		samples = append(samples, trainertest.Sample(i, r))
 	}
 	// Rows that carry no label, or another schema's features, are not trained on.
 	noLabel := samples[0]
@@ -309,10 +304,7 @@ func TestRunReplacesChampionsItCannotLoad(t *testing.T) {
 	ctx := context.Background()
 	var samples []store.Sample
 	for i, r := range trainertest.Rows(3000, 8) {
-		ttft, tpot := r.TTFT, r.TPOT
-		samples = append(samples, store.Sample{Time: r.At, RequestID: "r" + time.Duration(i).String(), Model: "m", Stream: true,
-			Replica: "sim", ReplicaAddress: "10.0.0.1:1", ReplicaClass: r.Class, SchemaVersion: models.SchemaVersion,
-			Features: r.Features, TTFTMs: &ttft, TPOTMs: &tpot, E2EMs: 1000, OutputTokens: 100, Outcome: "ok", Status: 200})
+		samples = append(samples, trainertest.Sample(i, r))
 	}
 	if err := store.WriteSamples(ctx, db, samples); err != nil {
 		t.Fatal(err)

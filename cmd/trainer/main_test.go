@@ -58,10 +58,9 @@ func TestOnceExitStatus(t *testing.T) {
 	var samples []store.Sample
 	now := time.Now().Add(-time.Hour)
 	for i, r := range trainertest.Rows(3000, 11) {
-		ttft, tpot := r.TTFT, r.TPOT
-		samples = append(samples, store.Sample{Time: now.Add(time.Duration(i) * time.Millisecond), RequestID: "r" + time.Duration(i).String(),
-			Model: "m", Stream: true, Replica: "sim", ReplicaAddress: "10.0.0.1:1", ReplicaClass: r.Class, SchemaVersion: models.SchemaVersion,
-			Features: r.Features, TTFTMs: &ttft, TPOTMs: &tpot, E2EMs: 1000, OutputTokens: 100, Outcome: "ok", Status: 200})
+		sample := trainertest.Sample(i, r)
+		sample.Time = now.Add(time.Duration(i) * time.Millisecond)
+		samples = append(samples, sample)
 	}
 	if err := store.WriteSamples(ctx, db, samples); err != nil {
 		t.Fatal(err)

@@ -2,12 +2,14 @@ package trainertest
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/store"
 	"github.com/augur-llm/augur/trainer"
 )
 
@@ -110,4 +112,13 @@ func Artifacts(t testing.TB) []models.Artifact {
 		out = append(out, tr.Artifacts...)
 	}
 	return out
+}
+
+// Sample is row as the picker would have recorded it: a streamed, completed request to a
+// replica of the row's class, its features and observed latencies, with request id "r<i>".
+func Sample(i int, r trainer.Row) store.Sample {
+	ttft, tpot := r.TTFT, r.TPOT
+	return store.Sample{Time: r.At, RequestID: fmt.Sprintf("r%d", i), Model: "m", Stream: true,
+		Replica: "sim-" + r.Class, ReplicaAddress: "10.0.0.1:8000", ReplicaClass: r.Class, SchemaVersion: models.SchemaVersion,
+		Features: r.Features, TTFTMs: &ttft, TPOTMs: &tpot, E2EMs: ttft + 100*tpot, OutputTokens: 101, Outcome: "ok", Status: 200}
 }
