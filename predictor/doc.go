@@ -13,5 +13,5 @@
 // Predict fills the decision's per-candidate values for every candidate in one call, without
 // allocating or locking; Observe measures live error per replica class.
 //
-// Allowed imports (checked by imports_test.go): models, models/xgbconv, requestcontrol, scheduler, store, github.com/dmitryikh/leaves, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, k8s.io/utils.
+// Allowed imports (checked by imports_test.go): models, models/xgbconv, requestcontrol, scheduler, store, github.com/dmitryikh/leaves, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, gonum.org/v1/gonum, k8s.io/utils.
 package predictor

@@ -2,15 +2,12 @@ package predictor
 
 import (
 	"math"
-	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/augur-llm/augur/models"
 )
-
-func sortFloats(v []float64) { slices.Sort(v) }
 
 // Metrics are the predictor's Prometheus metrics: where predictions come from, the model
 // version serving, model loads, and live prediction error per target and replica class, so

@@ -4,10 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"gonum.org/v1/gonum/stat"
 	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/models"
@@ -82,8 +84,7 @@ type Predictor struct {
 // window is the recent observations of a target, a ring.
 type window struct {
 	obs   []models.Observation
-	next  int
-	full  bool
+	next  int // where the next observation goes once the ring is full
 	fresh int // observations since the last fit
 }
 
@@ -258,7 +259,6 @@ func (p *Predictor) learn(i int, t models.Target, o models.Observation) {
 	} else {
 		w.obs[w.next] = o
 		w.next = (w.next + 1) % len(w.obs)
-		w.full = true
 	}
 	w.fresh++
 	// Fit at the first usable count, then every RefitEvery samples.
@@ -303,21 +303,10 @@ func fitCold(t models.Target, obs []models.Observation) (*cold, error) {
 		o := &obs[i]
 		res = append(res, math.Log(o.Ms)-math.Log(prior.Estimate(&o.Features, prior.ClassIndex(o.Class))))
 	}
-	off := quantile(res, DefaultQuantile)
+	slices.Sort(res)
+	off := stat.Quantile(DefaultQuantile, stat.LinInterp, res, nil)
 	if math.IsNaN(off) || math.IsInf(off, 0) {
 		off = coldOffset
 	}
 	return &cold{prior: prior, offset: off, source: SourceOnline}, nil
-}
-
-// quantile is the q-quantile of v (sorted in place).
-func quantile(v []float64, q float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	sortFloats(v)
-	pos := q * float64(len(v)-1)
-	lo := int(pos)
-	hi := min(lo+1, len(v)-1)
-	return v[lo] + (v[hi]-v[lo])*(pos-float64(lo))
 }

@@ -83,19 +83,6 @@ func (s *Set) Has(t models.Target) bool { return s.pairs[targetIndex(t)].mean !=
 // they differ or a target has none ("ttft=RUN;tpot=RUN").
 func (s *Set) Version() string { return s.version }
 
-// Manifests returns the manifests of the set's models.
-func (s *Set) Manifests() []models.Manifest {
-	var out []models.Manifest
-	for _, p := range s.pairs {
-		for _, m := range []*model{p.mean, p.upper} {
-			if m != nil {
-				out = append(out, m.manifest)
-			}
-		}
-	}
-	return out
-}
-
 // Load checks arts and builds a set from them. It refuses the whole set, with an error
 // wrapping models.ErrInvalidArtifact, when any artifact is corrupt, truncated, of another
 // feature schema, unreadable by leaves, or predicts a value that is not a positive, finite

@@ -112,18 +112,6 @@ func Champions(ctx context.Context, db *pgxpool.Pool) ([]models.Artifact, error)
 	return queryArtifacts(ctx, db, "WHERE published ORDER BY target, kind")
 }
 
-// ModelByVersion returns one stored artifact.
-func ModelByVersion(ctx context.Context, db *pgxpool.Pool, version string) (models.Artifact, error) {
-	arts, err := queryArtifacts(ctx, db, "WHERE version = $1", version)
-	if err != nil {
-		return models.Artifact{}, err
-	}
-	if len(arts) == 0 {
-		return models.Artifact{}, fmt.Errorf("model %q: %w", version, pgx.ErrNoRows)
-	}
-	return arts[0], nil
-}
-
 func queryArtifacts(ctx context.Context, db *pgxpool.Pool, where string, args ...any) ([]models.Artifact, error) {
 	rows, err := db.Query(ctx, "SELECT version, run, target, kind, manifest, leaves, xgboost_json FROM model_versions "+where, args...)
 	if err != nil {
@@ -147,32 +135,6 @@ func queryArtifacts(ctx context.Context, db *pgxpool.Pool, where string, args ..
 		return nil, fmt.Errorf("read models: %w", err)
 	}
 	return out, nil
-}
-
-// ModelHistory returns the manifests of the newest limit models, published or not, newest
-// first, and whether each is a champion.
-func ModelHistory(ctx context.Context, db *pgxpool.Pool, limit int) ([]models.Manifest, []bool, error) {
-	rows, err := db.Query(ctx, "SELECT version, run, target, kind, manifest, published FROM model_versions ORDER BY created_at DESC, version LIMIT $1", limit)
-	if err != nil {
-		return nil, nil, fmt.Errorf("model history: %w", err)
-	}
-	defer rows.Close()
-	var ms []models.Manifest
-	var pub []bool
-	for rows.Next() {
-		var b []byte
-		var p bool
-		var version, run, target, kind string
-		if err := rows.Scan(&version, &run, &target, &kind, &b, &p); err != nil {
-			return nil, nil, fmt.Errorf("model history: %w", err)
-		}
-		m, err := models.DecodeManifest(b)
-		if err != nil { // another build's manifest: what the columns tell
-			m = models.Manifest{Version: version, Run: run, Target: models.Target(target), Kind: models.ModelKind(kind)}
-		}
-		ms, pub = append(ms, m), append(pub, p)
-	}
-	return ms, pub, rows.Err()
 }
 
 // ScanSamples calls fn with every sample of feature schema schemaVersion recorded in
@@ -200,18 +162,4 @@ func ScanSamples(ctx context.Context, db *pgxpool.Pool, from, to time.Time, sche
 		return fmt.Errorf("scan samples: %w", err)
 	}
 	return nil
-}
-
-// SampleSpan returns the times of the oldest and newest samples of schema schemaVersion
-// (zero times when there are none).
-func SampleSpan(ctx context.Context, db *pgxpool.Pool, schemaVersion int) (oldest, newest time.Time, n int64, err error) {
-	var lo, hi *time.Time
-	err = db.QueryRow(ctx, "SELECT min(time), max(time), count(*) FROM request_samples WHERE schema_version = $1", schemaVersion).Scan(&lo, &hi, &n)
-	if err != nil {
-		return oldest, newest, 0, fmt.Errorf("sample span: %w", err)
-	}
-	if lo != nil {
-		oldest, newest = *lo, *hi
-	}
-	return oldest, newest, n, nil
 }

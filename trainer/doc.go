@@ -9,5 +9,5 @@
 // them: it reads samples and writes model versions, and pickers pick champions up when they
 // poll. It links libxgboost through cgo; the picker never imports it.
 //
-// Allowed imports (checked by imports_test.go): models, models/xgbconv, predictor, store, trainer/xgb, github.com/jackc/pgx/v5.
+// Allowed imports (checked by imports_test.go): models, models/xgbconv, predictor, store, trainer/xgb, github.com/jackc/pgx/v5, gonum.org/v1/gonum.
 package trainer

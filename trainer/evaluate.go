@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 
+	"gonum.org/v1/gonum/stat"
+
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/predictor"
 )
@@ -55,7 +57,7 @@ func (a *accumulator) meanMetrics() models.Metrics {
 	}
 	m.MAPE, m.MAE = mean(a.ape), mean(a.abs)
 	slices.Sort(a.ape)
-	m.P50APE, m.P90APE = quantileSorted(a.ape, 0.5), quantileSorted(a.ape, 0.9)
+	m.P50APE, m.P90APE = stat.Quantile(0.5, stat.LinInterp, a.ape, nil), stat.Quantile(0.9, stat.LinInterp, a.ape, nil)
 	return m
 }
 
@@ -74,13 +76,6 @@ func mean(v []float64) float64 {
 		s += x
 	}
 	return s / float64(len(v))
-}
-
-func quantileSorted(v []float64, q float64) float64 {
-	pos := q * float64(len(v)-1)
-	lo := int(math.Floor(pos))
-	hi := min(lo+1, len(v)-1)
-	return v[lo] + (v[hi]-v[lo])*(pos-float64(lo))
 }
 
 // Evaluate measures set's models for target t on rows (those with a t label): the mean

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"gonum.org/v1/gonum/stat"
+
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/models/xgbconv"
 	"github.com/augur-llm/augur/predictor"
@@ -379,10 +381,7 @@ func mapeOffset(res []float64) float64 {
 // quantile is the q-quantile of v (sorted in place), by linear interpolation.
 func quantile(v []float64, q float64) float64 {
 	slices.Sort(v)
-	pos := q * float64(len(v)-1)
-	lo := int(math.Floor(pos))
-	hi := min(lo+1, len(v)-1)
-	return v[lo] + (v[hi]-v[lo])*(pos-float64(lo))
+	return stat.Quantile(q, stat.LinInterp, v, nil)
 }
 
 // elapsed formats a duration for the report.

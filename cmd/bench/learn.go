@@ -4,16 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/augur-llm/augur/local/pgserver"
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/predictor"
@@ -63,14 +58,16 @@ func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "capacity of %s: %.1f req/s (measured in %s)\n", sc, c, time.Since(start).Round(10*time.Millisecond))
 	}
 
-	db, stop, err := openLearnDB(ctx, o.recordDB)
+	url := o.recordDB
+	if url == "" {
+		url = "local"
+	}
+	db, where, stop, err := openDB(ctx, url, "augur_learn")
 	if err != nil {
 		return err
 	}
 	defer stop()
-	rec := store.NewRecorder(db, store.RecorderOptions{Retention: -1, BufferSize: 2 * lo.samples})
-	recDone := make(chan struct{})
-	go func() { defer close(recDone); rec.Run() }()
+	rec, drain := startRecorder(db, 2*lo.samples)
 	start := time.Now()
 	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch()
 	for seed := uint64(1); requests < lo.samples; seed++ {
@@ -87,19 +84,12 @@ func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		requests, runs, seeds, at = requests+sum.Requests, runs+len(sum.Runs), seeds+1, sum.End
 	}
 	progress("\n")
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	err = rec.Close(cctx)
-	cancel()
-	<-recDone
-	st := rec.Stats()
-	if err == nil && st.Recorded != st.Added {
-		err = fmt.Errorf("%d of %d samples not recorded", st.Added-st.Recorded, st.Added)
-	}
+	recorded, err := drain(ctx)
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
 	}
-	fmt.Fprintf(stdout, "training traffic: seeds 1-%d, %d runs of %s (%d scenarios x %d loads per seed), %d requests, %d samples recorded to Postgres in %s\n",
-		seeds, runs, lo.runLength, len(caps), len(corpus.DefaultLoads()), requests, st.Recorded, time.Since(start).Round(10*time.Millisecond))
+	fmt.Fprintf(stdout, "training traffic: seeds 1-%d, %d runs of %s (%d scenarios x %d loads per seed), %d requests, %d samples recorded to %s in %s\n",
+		seeds, runs, lo.runLength, len(caps), len(corpus.DefaultLoads()), requests, recorded, where, time.Since(start).Round(10*time.Millisecond))
 
 	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed}
 	if lo.trees > 0 {
@@ -245,38 +235,4 @@ func writeByRun(w io.Writer, set *predictor.Set, t models.Target, rows []trainer
 		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%.1f%%\t\n", k, m.Overall.Count, 100*m.Overall.MAPE, 100*u.Overall.Coverage)
 	}
 	return tw.Flush()
-}
-
-// openLearnDB opens url, or with "local" (or "") a new throw-away Postgres under .cache that
-// is removed afterwards, so that a run starts with no samples and no champion; and brings the
-// schema up to date.
-func openLearnDB(ctx context.Context, url string) (*pgxpool.Pool, func(), error) {
-	var pg *pgserver.Server
-	var dir string
-	if url == "local" || url == "" {
-		dir = filepath.Join(".cache", fmt.Sprintf("learn-postgres-%d", time.Now().UnixNano()))
-		var err error
-		if pg, err = pgserver.Start(ctx, pgserver.Options{Dir: dir}); err != nil {
-			os.RemoveAll(dir)
-			return nil, nil, fmt.Errorf("local Postgres: %w", err)
-		}
-		url = pg.URL()
-	}
-	cleanup := func() {
-		if pg != nil {
-			_ = pg.Stop()
-			os.RemoveAll(dir)
-		}
-	}
-	db, err := pgxpool.New(ctx, url)
-	if err != nil {
-		cleanup()
-		return nil, nil, err
-	}
-	stop := func() { db.Close(); cleanup() }
-	if err := store.Migrate(ctx, db); err != nil {
-		stop()
-		return nil, nil, err
-	}
-	return db, stop, nil
 }

@@ -100,7 +100,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar")
 	fs.StringVar(&o.recordDB, "record-db", "", `virtual: record every request's sample to this Postgres URL, as the picker does ("local": start one under .cache/bench-postgres)`)
 	fs.StringVar(&o.recordFile, "record-file", "", "virtual: write every request's sample to this CSV file, in the request_samples schema")
-	fs.BoolVar(&o.learning, "learn", false, "the learning loop in the wind tunnel: record virtual traffic from --train-seeds to --record-db (default local), train from it, judge the models on traffic from --test-seeds")
+	fs.BoolVar(&o.learning, "learn", false, "the learning loop in the wind tunnel: record virtual traffic from seeds 1, 2, ... to --record-db (default local: database augur_learn under .cache/bench-postgres, emptied first), train from it, judge the models on traffic from seeds 1001, 1002, ...")
 	fs.IntVar(&o.learn.samples, "samples", 100_000, "learn: training requests to simulate (seeds 1, 2, ... until reached)")
 	fs.IntVar(&o.learn.testSamples, "test-samples", 50_000, "learn: held-out samples to judge on (seeds 1001, 1002, ...)")
 	fs.DurationVar(&o.learn.runLength, "run-length", 15*time.Second, "learn: arrivals of each run (scenario, load, seed)")

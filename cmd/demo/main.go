@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -27,7 +26,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -96,7 +94,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		defer pg.Close()
 		// Every demo starts from nothing: no samples, no models.
-		if o.databaseURL, err = freshDatabase(ctx, pg.URL(), "augur_demo"); err != nil {
+		if o.databaseURL, err = pg.EmptyDatabase(ctx, "augur_demo"); err != nil {
 			return err
 		}
 	}
@@ -197,27 +195,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("%d samples kept for %d routed requests", kept, len(picked))
 	}
 	return nil
-}
-
-// freshDatabase drops and creates database name on the server at serverURL and returns its URL.
-func freshDatabase(ctx context.Context, serverURL, name string) (string, error) {
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		return "", fmt.Errorf("local Postgres: %w", err)
-	}
-	defer conn.Close(ctx)
-	id := pgx.Identifier{name}.Sanitize()
-	for _, q := range []string{"DROP DATABASE IF EXISTS " + id + " WITH (FORCE)", "CREATE DATABASE " + id} {
-		if _, err := conn.Exec(ctx, q); err != nil {
-			return "", fmt.Errorf("local Postgres: %w", err)
-		}
-	}
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return "", err
-	}
-	u.Path = "/" + name
-	return u.String(), nil
 }
 
 // waitPicked waits until the picker has completed the successful requests of rs: it records a

@@ -152,6 +152,27 @@ func (s *Server) URL() string {
 
 func (s *Server) urlLocked() string { return s.urlFor(database) }
 
+// EmptyDatabase drops database name on s if it exists (closing its connections) and creates
+// it empty; it returns its URL. A demo or a wind-tunnel run starts from nothing with it, on a
+// server that keeps its cluster between runs.
+func (s *Server) EmptyDatabase(ctx context.Context, name string) (string, error) {
+	s.mu.Lock()
+	admin, url := s.urlLocked(), s.urlFor(name)
+	s.mu.Unlock()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", fmt.Errorf("pgserver: %w", err)
+	}
+	defer conn.Close(ctx)
+	id := pgx.Identifier{name}.Sanitize()
+	for _, q := range []string{"drop database if exists " + id + " with (force)", "create database " + id} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return "", fmt.Errorf("pgserver: database %s: %w", name, err)
+		}
+	}
+	return url, nil
+}
+
 func (s *Server) urlFor(db string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", superuser, s.port, db)
 }

@@ -101,16 +101,11 @@ func (s *Server) NewDatabase(t testing.TB) string {
 	s.databases++
 	name := fmt.Sprintf("test_%d", s.databases)
 	admin := s.urlLocked()
-	url := s.urlFor(name)
 	s.mu.Unlock()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
+	url, err := s.EmptyDatabase(ctx, name)
 	if err != nil {
-		t.Fatalf("pgserver: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgserver: creating database %s: %v", name, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		c, err := pgx.Connect(ctx, admin)
