@@ -20,6 +20,10 @@ type Work struct {
 	UncachedTokens int
 	// MaxTokens is the client's output limit, 0 when it gave none.
 	MaxTokens int
+	// TPOTObjective is the request's time-per-output-token objective, 0 when it has none.
+	// Every stream decoding on a replica shares its steps, so the tightest objective among
+	// the requests there bounds how much more work the replica may take.
+	TPOTObjective time.Duration
 }
 
 // Load is the picker's own accounting of work it dispatched to a replica and has not seen finish.
@@ -61,6 +65,9 @@ type Load struct {
 	// Steps are the replica's step times as the token streams show them: the gaps between
 	// successive token arrivals while a request of this picker was decoding there.
 	Steps Steps
+	// TightestTPOTObjective is the smallest TPOT objective among the requests dispatched to
+	// the replica and not finished; 0 when none of them has one.
+	TightestTPOTObjective time.Duration
 
 	rates rates
 }
@@ -204,9 +211,48 @@ type inflight struct {
 	nextRequests, nextUncached                                             atomic.Int64
 	dispatched, firstTokens, finished                                      atomic.Int64
 
-	mu    sync.Mutex // guards rates and steps
+	mu    sync.Mutex // guards rates, steps and objectives
 	rates rates
 	steps Steps
+	// objectives counts the in-flight requests per distinct TPOT objective. A workload has
+	// a handful of objectives, so a short list scanned linearly beats a heap or a map.
+	objectives []objectiveCount
+}
+
+type objectiveCount struct {
+	tpot time.Duration
+	n    int
+}
+
+// addObjective counts one more (delta 1) or one fewer (delta -1) request with objective tpot.
+// The caller holds mu.
+func (in *inflight) addObjective(tpot time.Duration, delta int) {
+	if tpot <= 0 {
+		return
+	}
+	for i := range in.objectives {
+		if in.objectives[i].tpot == tpot {
+			in.objectives[i].n += delta
+			if in.objectives[i].n <= 0 {
+				in.objectives = append(in.objectives[:i], in.objectives[i+1:]...)
+			}
+			return
+		}
+	}
+	if delta > 0 {
+		in.objectives = append(in.objectives, objectiveCount{tpot: tpot, n: delta})
+	}
+}
+
+// tightest returns the smallest objective counted. The caller holds mu.
+func (in *inflight) tightest() time.Duration {
+	var t time.Duration
+	for _, o := range in.objectives {
+		if t == 0 || o.tpot < t {
+			t = o.tpot
+		}
+	}
+	return t
 }
 
 // Load returns the picker's in-flight accounting for the replica.
@@ -228,6 +274,7 @@ func (r *Replica) Load() Load {
 	in.mu.Lock()
 	l.rates = in.rates
 	l.Steps = in.steps
+	l.TightestTPOTObjective = in.tightest()
 	in.mu.Unlock()
 	return l
 }
@@ -258,6 +305,7 @@ func (r *Replica) Dispatch(now time.Time, w Work) *Lease {
 	in.prefillUncached.Add(int64(w.UncachedTokens))
 	in.mu.Lock()
 	in.rates.add(now, float64(w.UncachedTokens))
+	in.addObjective(w.TPOTObjective, 1)
 	in.mu.Unlock()
 	return &Lease{replica: r, work: w}
 }
@@ -379,6 +427,11 @@ func (l *Lease) Release() {
 
 func (l *Lease) unaccount(r *Replica) {
 	in := &r.load
+	if l.state != leaseReleased {
+		in.mu.Lock()
+		in.addObjective(l.work.TPOTObjective, -1)
+		in.mu.Unlock()
+	}
 	switch l.state {
 	case leaseDispatched:
 		in.requests.Add(-1)
@@ -406,6 +459,9 @@ func (l *Lease) MoveTo(r *Replica) {
 	in.dispatched.Add(1)
 	in.requests.Add(1)
 	in.tokens.Add(int64(l.work.PromptTokens + l.work.MaxTokens))
+	in.mu.Lock()
+	in.addObjective(l.work.TPOTObjective, 1)
+	in.mu.Unlock()
 	if l.state == leaseDispatched {
 		in.prefillTokens.Add(int64(l.work.PromptTokens))
 		in.prefillUncached.Add(int64(l.work.UncachedTokens))

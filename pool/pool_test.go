@@ -313,3 +313,41 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached in 10 s")
 }
+
+// The tightest TPOT objective on a replica follows its in-flight requests: dispatch adds, a
+// release (once, however often it is called) and a move take away.
+func TestTightestTPOTObjective(t *testing.T) {
+	p := New(clock.RealClock{}, 0)
+	if err := p.Set([]Endpoint{{Name: "a", Address: "127.0.0.1:1"}, {Name: "b", Address: "127.0.0.1:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := p.Replicas()[0], p.Replicas()[1]
+	t0 := time.Unix(1000, 0)
+	tight := func(r *Replica) time.Duration { return r.Load().TightestTPOTObjective }
+	none := a.Dispatch(t0, Work{PromptTokens: 10})
+	if tight(a) != 0 {
+		t.Fatalf("a request without an objective: tightest %v, want 0", tight(a))
+	}
+	slow := a.Dispatch(t0, Work{PromptTokens: 10, TPOTObjective: 100 * time.Millisecond})
+	fast := a.Dispatch(t0, Work{PromptTokens: 10, TPOTObjective: 50 * time.Millisecond})
+	fast2 := a.Dispatch(t0, Work{PromptTokens: 10, TPOTObjective: 50 * time.Millisecond})
+	if tight(a) != 50*time.Millisecond {
+		t.Fatalf("tightest %v, want 50ms", tight(a))
+	}
+	fast.FirstToken(t0)
+	fast.Release()
+	fast.Release()
+	if tight(a) != 50*time.Millisecond {
+		t.Fatalf("one of two 50ms requests released (twice): tightest %v, want 50ms", tight(a))
+	}
+	fast2.MoveTo(b)
+	if tight(a) != 100*time.Millisecond || tight(b) != 50*time.Millisecond {
+		t.Fatalf("after the move: a %v b %v, want 100ms and 50ms", tight(a), tight(b))
+	}
+	fast2.Release()
+	slow.Release()
+	none.Release()
+	if tight(a) != 0 || tight(b) != 0 {
+		t.Fatalf("all released: a %v b %v, want 0", tight(a), tight(b))
+	}
+}

@@ -196,7 +196,8 @@ func (f *Flight) Generated(now time.Time, n int) {
 // WorkOf is req's size as dispatched to c: the uncached part of its prompt follows the prefix
 // match the decision computed for c.
 func WorkOf(req *scheduler.Request, c *scheduler.Candidate) pool.Work {
-	return pool.Work{PromptTokens: req.PromptTokens, UncachedTokens: c.UncachedTokens(req), MaxTokens: req.MaxTokens}
+	return pool.Work{PromptTokens: req.PromptTokens, UncachedTokens: c.UncachedTokens(req), MaxTokens: req.MaxTokens,
+		TPOTObjective: req.SLO.TPOT}
 }
 
 // Outcome is how a request ended, as counted in metrics and recorded.
