@@ -16,6 +16,9 @@ type machine struct {
 	seed maphash.Seed
 	core *core
 	rng  *rand.Rand
+	// slowdown multiplies step times from now on (0 or 1: as the profile says); the virtual
+	// Replica sets it (SetSlowdown) to model a replica that silently slows.
+	slowdown float64
 }
 
 func newMachine(cfg Config) (*machine, error) {
@@ -60,6 +63,9 @@ func (m *machine) stepDuration(plan []chunk) time.Duration {
 		us *= 1 + j*(2*m.rng.Float64()-1)
 	}
 	us *= m.cfg.TimeScale
+	if m.slowdown > 0 {
+		us *= m.slowdown
+	}
 	return time.Duration(us * float64(time.Microsecond))
 }
 

@@ -2,6 +2,8 @@ package sim
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -71,6 +73,17 @@ func (r *Replica) Finish(now time.Time, emit func(Token)) {
 	for _, s := range c.emitted {
 		emit(Token{Tag: s.tag, Generated: s.generated, CachedTokens: s.cached, Done: s.state == stateFinished})
 	}
+}
+
+// SetSlowdown multiplies the duration of every step planned from now on by f (1: as the
+// profile says), as a replica that silently slows (a throttled GPU, a noisy neighbour) does;
+// a step in progress keeps its duration. f must be positive.
+func (r *Replica) SetSlowdown(f float64) error {
+	if !(f > 0) || math.IsInf(f, 0) {
+		return fmt.Errorf("sim: slowdown %v is not a positive factor", f)
+	}
+	r.m.slowdown = f
+	return nil
 }
 
 // Snapshot returns the replica's state, as its /metrics would report it.

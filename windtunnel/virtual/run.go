@@ -43,6 +43,10 @@ type Config struct {
 	// Start is the virtual instant the run begins at (zero: Epoch()). Outcomes are offsets
 	// from it; recorded samples carry absolute times.
 	Start time.Time
+	// Clock, when set, is moved by the run (from Start): the clock to give a Predictor.
+	Clock *Clock
+	// Slowdowns slow replicas from virtual instants on.
+	Slowdowns []Slowdown
 }
 
 // ParsePool reads a pool description, "COUNTxPROFILE,..." (e.g. "6x8b-h100,2x8b-a100"), into
@@ -112,7 +116,7 @@ type record struct {
 type run struct {
 	cfg      Config
 	epoch    time.Time
-	clk      *vclock
+	clk      *Clock
 	pool     *pool.Pool
 	director *requestcontrol.Director
 	replicas []*sim.Replica
@@ -127,6 +131,7 @@ type run struct {
 	done     int
 	events   int
 	emitFn   func(sim.Token)
+	slow     []Slowdown // not applied yet, by instant
 }
 
 // Run drives the workload from next through the scheduler into the replicas until every
@@ -141,7 +146,16 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	if cfg.Start.IsZero() {
 		cfg.Start = Epoch()
 	}
-	r := &run{cfg: cfg, epoch: cfg.Start, clk: &vclock{now: cfg.Start}, next: next, byAddr: map[*pool.Replica]int{}}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = &Clock{}
+	}
+	clk.now = cfg.Start
+	r := &run{cfg: cfg, epoch: cfg.Start, clk: clk, next: next, byAddr: map[*pool.Replica]int{}}
+	var err error
+	if r.slow, err = slowdowns(&cfg); err != nil {
+		return Result{}, err
+	}
 	r.pool = pool.New(r.clk, cfg.StaleAfter)
 	eps := make([]pool.Endpoint, len(cfg.Replicas))
 	for i, spec := range cfg.Replicas {
@@ -259,6 +273,7 @@ func (r *run) startStep(i int) {
 	if r.stepping[i] {
 		return
 	}
+	r.applySlowdowns()
 	d, ok, err := r.replicas[i].Step(r.clk.now)
 	if err != nil || !ok {
 		return
