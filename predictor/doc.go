@@ -11,7 +11,12 @@
 // its documented defaults before those), and augur_predictor_source says which serves.
 //
 // Predict fills the decision's per-candidate values for every candidate in one call, without
-// allocating or locking; Observe measures live error per replica class.
+// allocating or locking; Observe measures live error per replica class and, per replica, how
+// far its latency departs from the models' predictions. A replica whose error stays beyond a
+// threshold is drifting (it silently slowed): its predictions are corrected by its measured
+// ratio until new models load, augur_drift_active and augur_drift_ratio show it, and
+// Options.OnDrift is told, so that the picker can ask the trainer to run early (see
+// DriftOptions).
 //
 // Allowed imports (checked by imports_test.go): models, models/xgbconv, requestcontrol, scheduler, store, github.com/dmitryikh/leaves, github.com/jackc/pgx/v5, github.com/prometheus/client_golang, gonum.org/v1/gonum, k8s.io/utils.
 package predictor

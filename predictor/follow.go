@@ -164,6 +164,7 @@ func (p *Predictor) Refresh(ctx context.Context, src Source) error {
 	p.mu.Lock()
 	p.loaded = fp
 	p.swapLocked(func(st *state) { st.set = set })
+	p.resetDrift()
 	p.mu.Unlock()
 	if m := p.opts.Metrics; m != nil {
 		m.load("loaded")

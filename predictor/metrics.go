@@ -10,14 +10,18 @@ import (
 )
 
 // Metrics are the predictor's Prometheus metrics: where predictions come from, the model
-// version serving, model loads, and live prediction error per target and replica class, so
-// that drift shows within minutes of starting.
+// version serving, model loads, live prediction error per target and replica class, so
+// that drift shows within minutes of starting, and per replica the drift correction.
 type Metrics struct {
 	source   *prometheus.GaugeVec
 	info     *prometheus.GaugeVec
 	loads    *prometheus.CounterVec
 	ape      *prometheus.HistogramVec
 	coverage *prometheus.CounterVec
+
+	driftRatio  *prometheus.GaugeVec
+	driftActive *prometheus.GaugeVec
+	driftOnsets *prometheus.CounterVec
 
 	mu      sync.Mutex
 	version string
@@ -52,8 +56,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "augur_prediction_upper_total",
 			Help: "Observed latencies against the upper-quantile prediction, per target and class: result within (at or below it) or above.",
 		}, []string{"target", "class", "result"}),
+		driftRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "augur_drift_ratio",
+			Help: "Per replica and target, the exponentially weighted mean ratio of observed to predicted latency (the models' prediction, before any correction) since the serving models loaded: the replica's TPOT predictions are multiplied by it, its TTFT predictions while augur_drift_active is 1.",
+		}, []string{"replica", "target"}),
+		driftActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "augur_drift_active",
+			Help: "1 while a replica's latency departs from the models' predictions (augur_drift_ratio beyond the threshold for a window of its completions); reset when new models load.",
+		}, []string{"replica"}),
+		driftOnsets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "augur_drift_onsets_total",
+			Help: "Times a replica started drifting from the models' predictions, by the target whose error crossed the threshold.",
+		}, []string{"replica", "target"}),
 	}
-	reg.MustRegister(m.source, m.info, m.loads, m.ape, m.coverage)
+	reg.MustRegister(m.source, m.info, m.loads, m.ape, m.coverage, m.driftRatio, m.driftActive, m.driftOnsets)
 	return m
 }
 

@@ -36,6 +36,12 @@ type Options struct {
 	// SyncRefit refits on the caller of Observe instead of a goroutine: deterministic, for
 	// virtual time.
 	SyncRefit bool
+	// Drift configures the per-replica drift correction (see DriftOptions).
+	Drift DriftOptions
+	// OnDrift, when set, is told when a replica starts drifting: the target whose error
+	// crossed the threshold and its observed/predicted ratio. It is called on the goroutine of
+	// Observe and must not block; the picker asks the trainer for new models with it.
+	OnDrift func(replica string, target models.Target, ratio float64)
 }
 
 // cold is a target's estimate while no trained model serves it: a prior and the log offset
@@ -79,6 +85,9 @@ type Predictor struct {
 	online  [2]*window
 	fitting [2]bool
 	loaded  string // fingerprint of the source's models last applied or refused
+
+	driftMu sync.Mutex // guards the replicas' drift detectors and writes of drifts
+	drifts  atomic.Pointer[driftTable]
 }
 
 // window is the recent observations of a target, a ring.
@@ -109,7 +118,9 @@ func New(o Options) *Predictor {
 	if o.RefitEvery <= 0 {
 		o.RefitEvery = 256
 	}
+	o.Drift.withDefaults()
 	p := &Predictor{opts: o}
+	p.drifts.Store(&driftTable{})
 	st := &state{}
 	for i, t := range models.Targets() {
 		st.cold[i] = &cold{prior: models.DefaultPrior(t), offset: coldOffset, source: SourceDefault}
@@ -152,11 +163,12 @@ func (p *Predictor) Source(t models.Target) string { return p.state.Load().sourc
 func (p *Predictor) Models() *Set { return p.state.Load().set }
 
 // Swap makes set serve new decisions (nil: back to the cold start); decisions in progress
-// finish with what they started with.
+// finish with what they started with. Drift corrections start afresh.
 func (p *Predictor) Swap(set *Set) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.swapLocked(func(st *state) { st.set = set })
+	p.resetDrift()
 }
 
 func (p *Predictor) swapLocked(change func(*state)) {
@@ -181,6 +193,7 @@ func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []s
 	st := p.state.Load()
 	now := p.opts.Clock.Now()
 	b := p.buffers.Get().(*Buffer)
+	drifts := *p.drifts.Load() // the replicas' corrections
 	for i := range cands {
 		c := &cands[i]
 		v := models.Extract(req, c, now)
@@ -192,6 +205,15 @@ func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []s
 		for ti, t := range models.Targets() {
 			if st.set == nil || !st.set.Has(t) {
 				e[ti] = st.cold[ti].estimate(&v, class)
+			}
+		}
+		if len(drifts) > 0 {
+			if d := drifts[c.Endpoint.Name]; d != nil {
+				for ti := range e {
+					f := math.Float64frombits(d.factor[ti].Load())
+					e[ti].Mean *= f
+					e[ti].Upper *= f
+				}
 			}
 		}
 		c.SetValue(scheduler.ValuePredictedTTFT, e[0].Mean)
@@ -218,9 +240,9 @@ func (p *Predictor) Estimate(t models.Target, v *models.Vector, class string) Es
 }
 
 // Observe implements requestcontrol.Observer: every finished request's observed latency
-// against what was predicted for it (live error, per replica class), and, while a target has
-// no trained model, a sample for the online fit of its prior. It does not block: fits run on
-// a goroutine (or inline with SyncRefit).
+// against what was predicted for it (live error, per replica class, and per replica for the
+// drift correction), and, while a target has no trained model, a sample for the online fit
+// of its prior. It does not block: fits run on a goroutine (or inline with SyncRefit).
 func (p *Predictor) Observe(c requestcontrol.Completion) {
 	labels := [2]float64{}
 	if c.Stream && !c.FirstToken.IsZero() && c.TTFT > 0 {
@@ -239,6 +261,9 @@ func (p *Predictor) Observe(c requestcontrol.Completion) {
 				m.observe(t, c.Target.Class, labels[i], *preds[i][0], preds[i][1])
 			}
 		}
+	}
+	if !p.opts.Drift.Off {
+		p.observeDrift(&c, labels)
 	}
 	st := p.state.Load()
 	for i, t := range models.Targets() {
