@@ -69,6 +69,9 @@ type Picker struct {
 	// from (nil: the cold start only).
 	Predictor *predictor.Predictor
 	models    predictor.Source
+	// training asks the trainer for new models when a replica drifts; nil without a
+	// database.
+	training *trainingRequests
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -103,7 +106,13 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
-	pred := predictor.New(predictor.Options{Clock: opts.Clock, Log: opts.Log, Metrics: predictor.NewMetrics(opts.Registry)})
+	popts := predictor.Options{Clock: opts.Clock, Log: opts.Log, Metrics: predictor.NewMetrics(opts.Registry)}
+	var training *trainingRequests
+	if cfg.DatabaseURL != "" {
+		training = &trainingRequests{pending: make(chan string, 1)}
+		popts.OnDrift = training.onDrift
+	}
+	pred := predictor.New(popts)
 	prof, err := scheduler.DefaultRegistry().Build(pc, handle(p, seed, pred, opts), nil)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -149,7 +158,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 		Pool: p, Director: dir, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes, Metrics: metrics, Log: opts.Log,
 	})
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
-		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper, Predictor: pred, models: models}, nil
+		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper, Predictor: pred, models: models, training: training}, nil
 }
 
 // handle is what the picker's scheduling plugins get from it.
@@ -214,6 +223,13 @@ func (p *Picker) Serve(ctx context.Context, grpcLis, metricsLis net.Listener) er
 				}
 			}
 			p.Predictor.Follow(runCtx, p.models, p.cfg.Models.PollInterval.Duration, p.opts.Clock.After)
+		}()
+	}
+	if p.training != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.training.run(runCtx, p.db, p.opts.Clock, p.opts.Log)
 		}()
 	}
 	wg.Add(2)

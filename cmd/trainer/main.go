@@ -2,10 +2,15 @@
 // publishes them when they are not worse than the models serving. In production it runs as
 // a Kubernetes CronJob (--once); it can also stay up and train every interval (--every).
 //
+// Staying up, it also trains early when a picker asks: a picker whose predictions for a
+// replica stay off (the replica drifts, see package predictor) sends NOTIFY augur_train
+// through the database, and the trainer runs --early-min-interval after its previous run
+// (at once if that is past) instead of waiting for the next interval.
+//
 // Usage:
 //
 //	trainer --database-url postgres://... --once
-//	trainer --database-url postgres://... --every 1h --window 24h
+//	trainer --database-url postgres://... --every 1h --window 24h --early-min-interval 10m
 //
 // Exit status: 0 when models were published, 3 when nothing was (the champions are no
 // worse, or too few samples; --unpublished-status changes it, e.g. to 0 for a CronJob, where
@@ -52,6 +57,9 @@ type options struct {
 	window    time.Duration
 	modelsOut string
 	quiet     bool
+	// earlyGap is the least time between runs when a picker asks for an early one; 0
+	// ignores such requests.
+	earlyGap time.Duration
 	// unpublished is the exit status when nothing was published.
 	unpublished int
 	train       trainer.Options
@@ -65,6 +73,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.once, "once", false, "train once and exit (the CronJob)")
 	fs.DurationVar(&o.every, "every", 0, "train every interval until stopped")
 	fs.DurationVar(&o.window, "window", 0, "train on the samples of this long before now (0: all)")
+	fs.DurationVar(&o.earlyGap, "early-min-interval", 5*time.Minute, "with --every, train early when a picker asks (NOTIFY "+store.TrainChannel+", sent when a replica drifts from the models), but no sooner than this after the previous run (0: ignore such requests)")
 	fs.StringVar(&o.modelsOut, "models-out", "", "also write the serving models to this directory after each run (for ConfigMap or volume installs)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
 	fs.IntVar(&o.unpublished, "unpublished-status", exitNotPublished, "exit status when nothing was published (0 for a CronJob: not publishing is a normal outcome)")
@@ -90,8 +99,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--database-url (or AUGUR_DATABASE_URL) is required")
 	case o.once == (o.every > 0):
 		return o, errors.New("set --once or --every, one of them")
-	case o.every < 0 || o.window < 0:
-		return o, errors.New("--every and --window must not be negative")
+	case o.every < 0 || o.window < 0 || o.earlyGap < 0:
+		return o, errors.New("--every, --window and --early-min-interval must not be negative")
 	case o.unpublished < 0 || o.unpublished > 125 || o.unpublished == exitError || o.unpublished == exitUsage:
 		return o, fmt.Errorf("--unpublished-status %d: want 0 or 3..125 (1 and 2 mean errors)", o.unpublished)
 	}
@@ -130,12 +139,52 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if o.once {
 		return once(ctx, db, o, stdout, stderr)
 	}
+	early := make(chan string, 1)
+	if o.earlyGap > 0 {
+		go listen(ctx, db, log, early)
+	}
 	for {
 		once(ctx, db, o, stdout, stderr)
+		done := time.Now()
+		next := time.NewTimer(o.every)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				next.Stop()
+				return exitPublished
+			case <-next.C:
+				break wait
+			case reason := <-early:
+				// A request that arrived during the run counts too: the run may have read
+				// the samples before the change reached them.
+				if o.earlyGap < o.every {
+					at := max(time.Until(done.Add(o.earlyGap)), 0)
+					log.Info("early training requested", "reason", reason, "in", at.Round(time.Second))
+					next.Reset(at)
+				}
+			}
+		}
+	}
+}
+
+// listen passes the pickers' training requests to early until ctx ends, listening again
+// when the connection fails. A request that finds early full is one already pending.
+func listen(ctx context.Context, db *pgxpool.Pool, log *slog.Logger, early chan<- string) {
+	for ctx.Err() == nil {
+		err := store.ListenTraining(ctx, db, nil, func(reason string) {
+			select {
+			case early <- reason:
+			default:
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("not listening for early training requests; retrying", "err", err)
 		select {
 		case <-ctx.Done():
-			return exitPublished
-		case <-time.After(o.every):
+		case <-time.After(5 * time.Second):
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--database-url", "postgres://x", "--once", "--every", "1h"}, "--once or --every"},
 		{[]string{"--database-url", "postgres://x", "--once", "extra"}, "unexpected"},
 		{[]string{"--database-url", "postgres://x", "--once", "--window", "-1h"}, "negative"},
+		{[]string{"--database-url", "postgres://x", "--every", "1h", "--early-min-interval", "-1s"}, "negative"},
 		{[]string{"--database-url", "postgres://x", "--once", "--unpublished-status", "1"}, "--unpublished-status"},
 	} {
 		var out, errb bytes.Buffer
@@ -113,5 +115,75 @@ func TestCronJobManifest(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), append(c[0].Args, "--database-url", pg.URL()), &out, &errb); code != 0 {
 		t.Errorf("the manifest's arguments on an empty database: exit %d, want 0\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// With --every, a picker's training request (NOTIFY augur_train) makes the trainer run early,
+// but no sooner than --early-min-interval after its previous run.
+func TestEveryRunsEarlyWhenAsked(t *testing.T) {
+	pg := pgserver.StartForTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := pgxpool.New(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var out, errb syncBuffer
+	const gap = time.Second
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"--database-url", pg.URL(), "--every", "1h", "--early-min-interval", gap.String(), "--quiet"}, &out, &errb)
+	}()
+	runs := func() int { return strings.Count(out.String(), "nothing published") }
+	var at []time.Time // when each run's report appeared
+	deadline := time.Now().Add(30 * time.Second)
+	for len(at) < 2 && time.Now().Before(deadline) {
+		if n := runs(); n > len(at) {
+			at = append(at, time.Now())
+		}
+		if len(at) == 1 {
+			// Until the trainer listens, requests are lost: ask again until it runs.
+			if err := store.RequestTraining(ctx, db, "drift sim-0 ttft x1.52"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(at) < 2 {
+		t.Fatalf("%d runs within 30 s of an early request (the next is due in an hour)\n%s%s", len(at), out.String(), errb.String())
+	}
+	if d := at[1].Sub(at[0]); d < gap-100*time.Millisecond { // seen by polling every 50 ms
+		t.Errorf("the early run came %v after the previous one, want at least %v", d, gap)
+	}
+	if !strings.Contains(errb.String(), "early training requested") || !strings.Contains(errb.String(), "drift sim-0") {
+		t.Errorf("the request is not logged:\n%s", errb.String())
+	}
+	cancel()
+	select {
+	case code := <-exit:
+		if code != exitPublished {
+			t.Errorf("exit %d after the context ended", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the trainer did not stop")
 	}
 }
