@@ -25,12 +25,13 @@ import (
 //
 // Predict multiplies a replica's TPOT predictions (mean and upper) by its TPOT ratio always,
 // and its TTFT predictions by its TTFT ratio while it drifts. Measured in the wind tunnel
-// (models trained on the mixed-SLO workload, replayed at 0.4 to 0.8 of capacity): a replica's
-// TPOT error persists from one completion to the next (its requests share its batches), so
-// the correction tracks it and TPOT error falls on every replica, drifting or not (mean
-// absolute percentage error 8.7% to 6.6% with no replica slowed, 37% to 13% on a replica
-// slowed 1.5x); TTFT error does not persist that way, so outside drift its correction only
-// adds noise (9.4% to 9.6%), while on a drifting replica it halves the error (35% to 18%).
+// (models trained on the mixed-SLO workload, runs at 0.4 to 0.8 of capacity, replayed with
+// each policy): a replica's TPOT error persists from one completion to the next (its
+// requests share its batches), so the correction tracks it, and it helps on replicas that do
+// not drift or costs little (mean absolute percentage error 8.7% to 6.6% on eight replicas,
+// 8.4% to 8.1% on three) and more than halves it on one slowed 1.5x (37% to 13%; 50% to 20%
+// live). TTFT error does not persist that way: outside drift its correction only adds noise
+// (9.4% to 9.6%), while on a drifting replica it halves the error (35% to 17%).
 type DriftOptions struct {
 	// Alpha is the weight of each completion in the mean (default DefaultDriftAlpha: about
 	// the last 100 completions count).
