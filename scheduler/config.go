@@ -78,6 +78,13 @@ func DefaultRegistry() Registry {
 			}
 			return p, nil
 		}),
+		"slo": Typed(func(a SLOArgs, h Handle) (any, error) {
+			p, err := NewSLOPicker(a, h.Seed)
+			if err != nil {
+				return nil, fmt.Errorf("args: %w", err)
+			}
+			return p, nil
+		}),
 		"round-robin":     noArgs(func(Handle) any { return &RoundRobinPicker{} }),
 		"random":          noArgs(func(h Handle) any { return NewRandomPicker(h.Seed) }),
 		"weighted-random": noArgs(func(h Handle) any { return NewWeightedRandomPicker(h.Seed) }),
@@ -119,7 +126,9 @@ func DefaultProfileConfig() ProfileConfig {
 // BuiltinProfiles are named profiles for comparisons: "default" (load only), "round-robin"
 // (the Kubernetes Service baseline), "random", "llm-d" (llm-d's default scorer weights:
 // prefix 3, queue 2, KV usage 2), "prefix-load" (prefix affinity weighed against load) and
-// "prefix-guarded" (prefix-load behind the hot-spot guard).
+// "prefix-guarded" (prefix-load behind the hot-spot guard) and "augur" (the SLO picker on
+// predicted latency; the prefix record feeds the predictions, and the load scorer orders
+// decisions only when no predictions exist; 1% of decisions explore).
 func BuiltinProfiles() map[string]ProfileConfig {
 	w := func(v float64) *float64 { return &v }
 	return map[string]ProfileConfig{
@@ -130,6 +139,8 @@ func BuiltinProfiles() map[string]ProfileConfig {
 			Picker: PluginConfig{Name: "max-score"}},
 		"prefix-load": {Name: "prefix-load", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker: PluginConfig{Name: "max-score"}},
+		"augur": {Name: "augur", Scorers: []PluginConfig{{Name: "prefix", Weight: w(0)}, {Name: "load", Weight: w(1)}},
+			Picker: PluginConfig{Name: "slo", Args: json.RawMessage(`{"explore":0.01}`)}},
 		"prefix-guarded": {Name: "prefix-guarded", Filters: []PluginConfig{{Name: "hotspot-guard"}},
 			Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker:  PluginConfig{Name: "max-score"}},

@@ -55,6 +55,10 @@ const (
 	ValuePredictedTPOT
 	ValuePredictedTTFTUpper
 	ValuePredictedTPOTUpper
+	// ValueSLOViolation is set by the SLO picker on every candidate it ranked: the request's
+	// weighted relative violation of its objectives there, 0 when the candidate is predicted
+	// to meet them all. A decision whose primary carries a positive value knew it would miss.
+	ValueSLOViolation
 	numValues
 )
 
