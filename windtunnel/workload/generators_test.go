@@ -493,3 +493,45 @@ func BenchmarkSharedPrefix12000(b *testing.B) {
 		}
 	}
 }
+
+// Classes assigned to a workload without objectives follow the shares and leave the
+// requests themselves as they were.
+func TestWithClasses(t *testing.T) {
+	const n = 6000
+	plain, err := New(NameSharedPrefix, Options{Seed: 4, Ladder: ConstantLadder(20, time.Hour), MaxRequests: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := New(NameSharedPrefix, Options{Seed: 4, Ladder: ConstantLadder(20, time.Hour), MaxRequests: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := WithClasses(base, 9, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for i := range n {
+		want, ok1 := plain.Next()
+		got, ok2 := g.Next()
+		if !ok1 || !ok2 {
+			t.Fatalf("stream ended at %d", i)
+		}
+		if got.At != want.At || got.Prompt != want.Prompt || got.MaxTokens != want.MaxTokens || got.ID != want.ID {
+			t.Fatalf("request %d changed beyond its class", i)
+		}
+		count[got.Class]++
+		if got.SLOTTFT == 0 || got.Objective != got.Class {
+			t.Fatalf("request %d: class %q TTFT %v objective %q", i, got.Class, got.SLOTTFT, got.Objective)
+		}
+	}
+	for _, c := range DefaultClasses() {
+		share := float64(count[c.Name]) / n
+		if math.Abs(share-c.Share) > 0.03 {
+			t.Errorf("class %s: share %.3f, want %.2f", c.Name, share, c.Share)
+		}
+	}
+	if _, err := WithClasses(plain, 1, []Class{{Name: "x"}}); err == nil {
+		t.Error("a class without a share accepted")
+	}
+}
