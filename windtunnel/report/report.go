@@ -102,8 +102,8 @@ type Summary struct {
 	// has none (n/a) rather than 100%.
 	WithObjectives int `json:"with_objectives"`
 	ObjectivesMet  int `json:"objectives_met"`
-	Shed      int `json:"shed"`
-	Errors    int `json:"errors"`
+	Shed           int `json:"shed"`
+	Errors         int `json:"errors"`
 	// ShedReasons counts shed requests by reason ("unknown" when none was given).
 	ShedReasons map[string]int `json:"shed_reasons,omitempty"`
 
