@@ -36,7 +36,10 @@ type ObjectiveSLO struct {
 
 // SLOArgs configure the SLO picker ("slo"), Augur's policy.
 type SLOArgs struct {
-	// Strategy chooses among the feasible: StrategyBestFit (default) or StrategyMostHeadroom.
+	// Strategy chooses among the feasible: StrategyMostHeadroom (default) or StrategyBestFit.
+	// Best-fit packs requests up to their predicted limits, so a prediction's error decides
+	// whether they meet them: in the wind tunnel (docs/benchmarks.md) it lost a quarter of
+	// the interactive class at half capacity, where most-headroom lost nothing.
 	Strategy string `json:"strategy"`
 	// TTFTQuantile and TPOTQuantile choose the prediction each objective is judged by:
 	// QuantileUpper (default) or QuantileMean.
@@ -107,9 +110,9 @@ func NewSLOPicker(a SLOArgs, seed uint64) (*SLOPicker, error) {
 	p := &SLOPicker{r: newLockedRand(seed, 0x5107), tpotBuffer: 1, ttftW: 1, tpotW: 1, outputTokens: 128,
 		fallback: NewMaxScorePicker(seed)}
 	switch a.Strategy {
-	case "", StrategyBestFit:
+	case StrategyBestFit:
 		p.bestFit = true
-	case StrategyMostHeadroom:
+	case "", StrategyMostHeadroom:
 	default:
 		return nil, fmt.Errorf("strategy %q: want %q or %q", a.Strategy, StrategyBestFit, StrategyMostHeadroom)
 	}

@@ -83,12 +83,12 @@ func TestSLOPickerStrategies(t *testing.T) {
 		args string
 		want []string
 	}{
-		{`{}`, []string{"r2", "r1", "r0", "r3"}},
+		{`{}`, []string{"r0", "r1", "r2", "r3"}},
 		{`{"strategy":"best-fit"}`, []string{"r2", "r1", "r0", "r3"}},
 		{`{"strategy":"most-headroom"}`, []string{"r0", "r1", "r2", "r3"}},
 		// Judged by the mean, r3 is feasible too, with the least headroom (0.1; r2 has 0.2):
 		// best-fit takes it.
-		{`{"ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
+		{`{"strategy":"best-fit","ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
 	} {
 		s := sloScheduler(t, p, tc.args, pred, 3)
 		res := mustDecide(t, s, interactive())
@@ -160,7 +160,7 @@ func TestSLOPickerNoSLO(t *testing.T) {
 		t.Fatalf("no SLO, 2 tokens: order %v, want r0 first", got)
 	}
 	// The objective "chat" has a default TTFT of 500 ms: r1 cannot meet it.
-	s = sloScheduler(t, p, `{"objectives":{"chat":{"ttftMs":500}},"default":{"tpotMs":30}}`, pred, 1)
+	s = sloScheduler(t, p, `{"strategy":"best-fit","objectives":{"chat":{"ttftMs":500}},"default":{"tpotMs":30}}`, pred, 1)
 	chat := &Request{PromptTokens: 100, MaxTokens: 101, Objective: "chat"}
 	res := mustDecide(t, s, chat)
 	if got := names(res); !equal(got, []string{"r0", "r1"}) || res.Infeasible() {
@@ -199,7 +199,7 @@ func TestSLOPickerProtectsRunningStreams(t *testing.T) {
 	}
 	// A buffer of 1.5 makes r0 feasible (limit 30 ms), and best-fit takes it (headroom
 	// 5/30 against r1's 0.99).
-	s = sloScheduler(t, p, `{"tpotBuffer":1.5}`, pred, 1)
+	s = sloScheduler(t, p, `{"strategy":"best-fit","tpotBuffer":1.5}`, pred, 1)
 	if got := names(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("buffer 1.5: order %v, want r0", got)
 	}
