@@ -9,9 +9,9 @@ import (
 // Strategies of the SLO picker for choosing among the replicas predicted to meet a request's
 // objectives.
 const (
-	// StrategyBestFit picks the feasible replica with the least relative headroom: requests
-	// with loose objectives fill slow or busy replicas, keeping fast, idle ones free for tight
-	// objectives.
+	// StrategyBestFit picks the feasible replica with the least relative headroom that still
+	// leaves the margin (the most headroom when none does): requests with loose objectives
+	// fill slow or busy replicas, keeping fast, idle ones free for tight objectives.
 	StrategyBestFit = "best-fit"
 	// StrategyMostHeadroom picks the feasible replica with the most relative headroom: the
 	// lowest predicted latency for the request, spreading load.
@@ -36,10 +36,12 @@ type ObjectiveSLO struct {
 
 // SLOArgs configure the SLO picker ("slo"), Augur's policy.
 type SLOArgs struct {
-	// Strategy chooses among the feasible: StrategyMostHeadroom (default) or StrategyBestFit.
-	// Best-fit packs requests up to their predicted limits, so a prediction's error decides
-	// whether they meet them: in the wind tunnel (docs/benchmarks.md) it lost a quarter of
-	// the interactive class at half capacity, where most-headroom lost nothing.
+	// Strategy chooses among the feasible: StrategyBestFit (default, with Margin) or
+	// StrategyMostHeadroom. Best-fit with a margin lets loose objectives (batch) queue on
+	// replicas that tight ones (interactive) then avoid: in the wind tunnel
+	// (docs/benchmarks.md) it kept the interactive class above 90% at 1.5x capacity, where
+	// most-headroom fell to 11%. Without a margin, best-fit packs requests up to their
+	// predicted limits and a prediction's error decides whether they meet them.
 	Strategy string `json:"strategy"`
 	// TTFTQuantile and TPOTQuantile choose the prediction each objective is judged by:
 	// QuantileUpper (default) or QuantileMean.
@@ -59,6 +61,11 @@ type SLOArgs struct {
 	Default *ObjectiveSLO `json:"default"`
 	// Objectives are default SLOs by objective name (the x-gateway-inference-objective header).
 	Objectives map[string]ObjectiveSLO `json:"objectives"`
+	// Margin is best-fit's safety margin, as a share of each objective (default 0.5): it
+	// packs requests onto the feasible replica with the least headroom that still leaves
+	// Margin, and takes the most headroom when none does, so a prediction's error does not
+	// decide whether a packed request meets its objectives.
+	Margin float64 `json:"margin"`
 	// OutputTokens is the output length assumed for a request without max_tokens when
 	// ranking by predicted end-to-end latency (requests without objectives); default 128.
 	OutputTokens int `json:"outputTokens"`
@@ -84,6 +91,7 @@ type SLOPicker struct {
 	def          *objective
 	objectives   map[string]objective
 	outputTokens int
+	margin       float64
 	fallback     *MaxScorePicker
 }
 
@@ -110,9 +118,9 @@ func NewSLOPicker(a SLOArgs, seed uint64) (*SLOPicker, error) {
 	p := &SLOPicker{r: newLockedRand(seed, 0x5107), tpotBuffer: 1, ttftW: 1, tpotW: 1, outputTokens: 128,
 		fallback: NewMaxScorePicker(seed)}
 	switch a.Strategy {
-	case StrategyBestFit:
+	case "", StrategyBestFit:
 		p.bestFit = true
-	case "", StrategyMostHeadroom:
+	case StrategyMostHeadroom:
 	default:
 		return nil, fmt.Errorf("strategy %q: want %q or %q", a.Strategy, StrategyBestFit, StrategyMostHeadroom)
 	}
@@ -145,6 +153,13 @@ func NewSLOPicker(a SLOArgs, seed uint64) (*SLOPicker, error) {
 		return nil, fmt.Errorf("explore %v must be between 0 and 1", a.Explore)
 	}
 	p.explore = a.Explore
+	p.margin = 0.5
+	if a.Margin != 0 {
+		if !(a.Margin > 0 && a.Margin < 1) {
+			return nil, fmt.Errorf("margin %v must be in (0, 1)", a.Margin)
+		}
+		p.margin = a.Margin
+	}
 	if a.OutputTokens < 0 {
 		return nil, fmt.Errorf("outputTokens %d must not be negative", a.OutputTokens)
 	}
@@ -252,13 +267,19 @@ func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, boo
 		j.violation += p.ttftW * max(0, ttft/o.ttft-1)
 	}
 	// The replica's TPOT limit: the request's own objective and every running stream's.
+	// Headroom is judged on the request's own objectives; the running streams' bound only
+	// decides feasibility, or a request without a TPOT objective would rank replicas by
+	// the streams already there rather than by what it asks for.
+	if o.tpot > 0 {
+		limit := o.tpot * p.tpotBuffer
+		j.headroom = min(j.headroom, (limit-tpot)/limit)
+	}
 	limit := o.tpot
 	if run := ms(c.Load.TightestTPOTObjective); run > 0 && (limit == 0 || run < limit) {
 		limit = run
 	}
 	if limit > 0 {
 		limit *= p.tpotBuffer
-		j.headroom = min(j.headroom, (limit-tpot)/limit)
 		j.violation += p.tpotW * max(0, tpot/limit-1)
 	}
 	j.feasible = j.violation == 0
@@ -278,7 +299,13 @@ func (p *SLOPicker) better(a, b judge, constrained bool) bool {
 	}
 	if a.headroom != b.headroom {
 		if p.bestFit {
-			return a.headroom < b.headroom
+			ina, inb := a.headroom >= p.margin, b.headroom >= p.margin
+			if ina != inb {
+				return ina
+			}
+			if ina {
+				return a.headroom < b.headroom
+			}
 		}
 		return a.headroom > b.headroom
 	}

@@ -83,12 +83,15 @@ func TestSLOPickerStrategies(t *testing.T) {
 		args string
 		want []string
 	}{
+		// Best-fit with the default margin 0.5: only r0 leaves it; r1 and r2 follow by headroom.
 		{`{}`, []string{"r0", "r1", "r2", "r3"}},
-		{`{"strategy":"best-fit"}`, []string{"r2", "r1", "r0", "r3"}},
+		// A margin of 0.3: r0 and r1 leave it, and the tighter fit (r1) goes first.
+		{`{"strategy":"best-fit","margin":0.3}`, []string{"r1", "r0", "r2", "r3"}},
+		{`{"strategy":"best-fit","margin":0.05}`, []string{"r2", "r1", "r0", "r3"}},
 		{`{"strategy":"most-headroom"}`, []string{"r0", "r1", "r2", "r3"}},
 		// Judged by the mean, r3 is feasible too, with the least headroom (0.1; r2 has 0.2):
 		// best-fit takes it.
-		{`{"strategy":"best-fit","ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
+		{`{"strategy":"best-fit","margin":0.05,"ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
 	} {
 		s := sloScheduler(t, p, tc.args, pred, 3)
 		res := mustDecide(t, s, interactive())
@@ -173,8 +176,8 @@ func TestSLOPickerNoSLO(t *testing.T) {
 	}
 	// A request's own header wins over the configured default.
 	own := &Request{PromptTokens: 100, MaxTokens: 101, Objective: "chat", SLO: SLO{TTFT: 800 * time.Millisecond}}
-	if got := names(mustDecide(t, s, own)); !equal(got, []string{"r1", "r0"}) {
-		t.Fatalf("own TTFT 800 (both feasible, best-fit): order %v, want r1 (less headroom) first", got)
+	if got := names(mustDecide(t, s, own)); !equal(got, []string{"r0", "r1"}) {
+		t.Fatalf("own TTFT 800 (both feasible, r1's headroom 0.125 under the margin): order %v, want r0 first", got)
 	}
 }
 
@@ -197,9 +200,8 @@ func TestSLOPickerProtectsRunningStreams(t *testing.T) {
 	if got := names(mustDecide(t, s, none)); !equal(got, []string{"r1", "r0"}) {
 		t.Fatalf("no SLO: order %v, want r1: r0 runs a 20 ms stream", got)
 	}
-	// A buffer of 1.5 makes r0 feasible (limit 30 ms), and best-fit takes it (headroom
-	// 5/30 against r1's 0.99).
-	s = sloScheduler(t, p, `{"strategy":"best-fit","tpotBuffer":1.5}`, pred, 1)
+	// A buffer of 1.5 makes r0 feasible (limit 30 ms), and its lower TTFT wins.
+	s = sloScheduler(t, p, `{"strategy":"most-headroom","tpotBuffer":1.5}`, pred, 1)
 	if got := names(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("buffer 1.5: order %v, want r0", got)
 	}
@@ -265,7 +267,7 @@ func TestSLOPickerArgs(t *testing.T) {
 	for _, args := range []string{
 		`{"strategy":"fastest"}`, `{"ttftQuantile":"p99"}`, `{"tpotBuffer":-1}`, `{"explore":1.5}`,
 		`{"ttftWeight":-2}`, `{"outputTokens":-1}`, `{"objectives":{"a":{"ttftMs":-5}}}`,
-		`{"default":{"tpotQuantile":"median"}}`, `{"unknown":1}`,
+		`{"default":{"tpotQuantile":"median"}}`, `{"unknown":1}`, `{"margin":1}`,
 	} {
 		pc := ProfileConfig{Name: "x", Picker: PluginConfig{Name: "slo", Args: json.RawMessage(args)}}
 		if _, err := DefaultRegistry().Build(pc, Handle{}, nil); err == nil {
