@@ -18,12 +18,6 @@ const (
 	StrategyMostHeadroom = "most-headroom"
 )
 
-// Quantiles the SLO picker may judge an objective by.
-const (
-	QuantileUpper = "upper" // the predictor's upper quantile (p90 unless the models say otherwise)
-	QuantileMean  = "mean"
-)
-
 // ObjectiveSLO is a configured objective's default latency objectives, for requests that
 // name the objective and state no SLO of their own, and the quantiles judging them.
 type ObjectiveSLO struct {
