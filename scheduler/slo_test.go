@@ -47,7 +47,7 @@ func sloScheduler(t testing.TB, p *pool.Pool, args string, pred Predictor, fallb
 
 func ptr[T any](v T) *T { return &v }
 
-func names(res Result) []string {
+func targetNames(res Result) []string {
 	var out []string
 	for _, c := range res.Targets {
 		out = append(out, c.Replica.Name)
@@ -95,7 +95,7 @@ func TestSLOPickerStrategies(t *testing.T) {
 	} {
 		s := sloScheduler(t, p, tc.args, pred, 3)
 		res := mustDecide(t, s, interactive())
-		if got := names(res); !equal(got, tc.want) {
+		if got := targetNames(res); !equal(got, tc.want) {
 			t.Errorf("%s: order %v, want %v", tc.args, got, tc.want)
 		}
 		if res.Infeasible() {
@@ -130,7 +130,7 @@ func TestSLOPickerNothingFeasible(t *testing.T) {
 	}
 	s := sloScheduler(t, p, `{}`, pred, 2)
 	res := mustDecide(t, s, interactive())
-	if got := names(res); !equal(got, []string{"r2", "r1", "r0"}) {
+	if got := targetNames(res); !equal(got, []string{"r2", "r1", "r0"}) {
 		t.Fatalf("order %v, want [r2 r1 r0]", got)
 	}
 	if !res.Infeasible() {
@@ -139,7 +139,7 @@ func TestSLOPickerNothingFeasible(t *testing.T) {
 	// Weights shift the balance: TPOT misses weigh 3x, so r0 (TTFT only) beats r1 and r2
 	// is unchanged (violation 0.4 vs r0 1.0 vs r1 0.2+1.2=1.4).
 	s = sloScheduler(t, p, `{"tpotWeight":3}`, pred, 2)
-	if got := names(mustDecide(t, s, interactive())); !equal(got, []string{"r2", "r0", "r1"}) {
+	if got := targetNames(mustDecide(t, s, interactive())); !equal(got, []string{"r2", "r0", "r1"}) {
 		t.Fatalf("tpotWeight 3: order %v, want [r2 r0 r1]", got)
 	}
 }
@@ -154,29 +154,29 @@ func TestSLOPickerNoSLO(t *testing.T) {
 	}
 	req := &Request{PromptTokens: 100, MaxTokens: 101}
 	s := sloScheduler(t, p, `{"strategy":"most-headroom"}`, pred, 1)
-	if got := names(mustDecide(t, s, req)); !equal(got, []string{"r1", "r0"}) {
+	if got := targetNames(mustDecide(t, s, req)); !equal(got, []string{"r1", "r0"}) {
 		t.Fatalf("no SLO: order %v, want r1 (lower e2e) first", got)
 	}
 	// A short answer: TTFT dominates.
 	short := &Request{PromptTokens: 100, MaxTokens: 2}
-	if got := names(mustDecide(t, s, short)); !equal(got, []string{"r0", "r1"}) {
+	if got := targetNames(mustDecide(t, s, short)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("no SLO, 2 tokens: order %v, want r0 first", got)
 	}
 	// The objective "chat" has a default TTFT of 500 ms: r1 cannot meet it.
 	s = sloScheduler(t, p, `{"strategy":"best-fit","objectives":{"chat":{"ttftMs":500}},"default":{"tpotMs":30}}`, pred, 1)
 	chat := &Request{PromptTokens: 100, MaxTokens: 101, Objective: "chat"}
 	res := mustDecide(t, s, chat)
-	if got := names(res); !equal(got, []string{"r0", "r1"}) || res.Infeasible() {
+	if got := targetNames(res); !equal(got, []string{"r0", "r1"}) || res.Infeasible() {
 		t.Fatalf("objective chat (TTFT 500): order %v infeasible %v, want r0 feasible", got, res.Infeasible())
 	}
 	// Any other request gets the default TPOT 30 ms: only r1 meets it.
 	other := &Request{PromptTokens: 100, MaxTokens: 101, Objective: "unknown"}
-	if got := names(mustDecide(t, s, other)); !equal(got, []string{"r1", "r0"}) {
+	if got := targetNames(mustDecide(t, s, other)); !equal(got, []string{"r1", "r0"}) {
 		t.Fatalf("default TPOT 30: order %v, want r1 first", got)
 	}
 	// A request's own header wins over the configured default.
 	own := &Request{PromptTokens: 100, MaxTokens: 101, Objective: "chat", SLO: SLO{TTFT: 800 * time.Millisecond}}
-	if got := names(mustDecide(t, s, own)); !equal(got, []string{"r0", "r1"}) {
+	if got := targetNames(mustDecide(t, s, own)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("own TTFT 800 (both feasible, r1's headroom 0.125 under the margin): order %v, want r0 first", got)
 	}
 }
@@ -193,21 +193,21 @@ func TestSLOPickerProtectsRunningStreams(t *testing.T) {
 	}
 	batch := &Request{PromptTokens: 1000, MaxTokens: 10, SLO: SLO{TTFT: 30 * time.Second}}
 	s := sloScheduler(t, p, `{"strategy":"most-headroom"}`, pred, 1)
-	if got := names(mustDecide(t, s, batch)); !equal(got, []string{"r1", "r0"}) {
+	if got := targetNames(mustDecide(t, s, batch)); !equal(got, []string{"r1", "r0"}) {
 		t.Fatalf("order %v, want r1: r0 runs a 20 ms stream", got)
 	}
 	none := &Request{PromptTokens: 1000, MaxTokens: 10}
-	if got := names(mustDecide(t, s, none)); !equal(got, []string{"r1", "r0"}) {
+	if got := targetNames(mustDecide(t, s, none)); !equal(got, []string{"r1", "r0"}) {
 		t.Fatalf("no SLO: order %v, want r1: r0 runs a 20 ms stream", got)
 	}
 	// A buffer of 1.5 makes r0 feasible (limit 30 ms), and its lower TTFT wins.
 	s = sloScheduler(t, p, `{"strategy":"most-headroom","tpotBuffer":1.5}`, pred, 1)
-	if got := names(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
+	if got := targetNames(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("buffer 1.5: order %v, want r0", got)
 	}
 	lease.Release()
 	s = sloScheduler(t, p, `{"strategy":"most-headroom"}`, pred, 1)
-	if got := names(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
+	if got := targetNames(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("stream finished: order %v, want r0", got)
 	}
 }
