@@ -306,14 +306,8 @@ func TestTraceReplayDeterministic(t *testing.T) {
 func TestTraceReplayRate(t *testing.T) {
 	for _, file := range []string{AzureConvFile, AzureCodeFile, MooncakeFile} {
 		tr := loadTrace(t, file)
-		// Few tokens: this test is about times.
-		small := *tr
-		small.Rows = slices.Clone(tr.Rows)
-		for i := range small.Rows {
-			small.Rows[i].Input, small.Rows[i].Output = 1, 1
-		}
 		const rate, secs = 30.0, 100
-		g, err := NewTraceReplay("t", 1, ConstantLadder(rate, secs*time.Second), &small, TraceOptions{})
+		g, err := NewTraceReplay("t", 1, ConstantLadder(rate, secs*time.Second), tokenless(tr), TraceOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,6 +332,81 @@ func TestTraceReplayRate(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d requests in 100 s (the trace sped up %.1fx), %d in the second half", file, len(rs), 1/scale, half)
+	}
+}
+
+// tokenless is a copy of tr with one-token prompts and outputs, for tests about times and
+// ids: the prompts are then each block's first word.
+func tokenless(tr *Trace) *Trace {
+	small := *tr
+	small.Rows = slices.Clone(tr.Rows)
+	for i := range small.Rows {
+		small.Rows[i].Input, small.Rows[i].Output = 1, 1
+	}
+	return &small
+}
+
+// The published ladder, shortened, over the real traces: every stage gets its rate.
+func TestTraceReplayFollowsLadder(t *testing.T) {
+	ladder := SharedPrefixLadder().Stretch(0.3) // 5,125 requests
+	for _, file := range []string{AzureConvFile, MooncakeFile} {
+		g, err := NewTraceReplay("t", 1, ladder, tokenless(loadTrace(t, file)), TraceOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts := make([]int, len(ladder))
+		prev := time.Duration(0)
+		for _, r := range Collect(g) {
+			if r.At < prev || r.Stage != ladder.StageAt(r.At) {
+				t.Fatalf("%s: request %d at %v in stage %d after %v", file, r.Seq, r.At, r.Stage, prev)
+			}
+			prev = r.At
+			counts[r.Stage]++
+		}
+		for i, s := range ladder {
+			if want := s.Rate * s.Duration.Seconds(); math.Abs(float64(counts[i])-want) > 1 {
+				t.Errorf("%s: stage %d: %d requests, want %.1f", file, i, counts[i], want)
+			}
+		}
+		// The ladder is longer than the Mooncake trace (3,993 rows): it wraps.
+		if st := g.Stats(); st.Passes != map[string]int{AzureConvFile: 0, MooncakeFile: 1}[file] {
+			t.Errorf("%s: %d requests in %d passes", file, st.Requests, st.Passes)
+		}
+	}
+}
+
+// A second pass replays the trace's reuse with blocks of its own.
+func TestTraceReplayWrapsWithFreshBlocks(t *testing.T) {
+	tr := tokenless(loadTrace(t, MooncakeFile))
+	n := len(tr.Rows)
+	g, err := NewTraceReplay("t", 1, ConstantLadder(float64(n), 2*time.Second), tr, TraceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := Collect(g)
+	if len(rs) != 2*n || g.Stats().Passes != 1 {
+		t.Fatalf("%d requests, %d passes", len(rs), g.Stats().Passes)
+	}
+	// Pass 2 starts a mean gap after pass 1's last row (here 1 s / n of the run).
+	if gap, mean := rs[n].At-rs[n-1].At, time.Second/time.Duration(n); gap < mean*9/10 || gap > mean*11/10 {
+		t.Errorf("gap between the passes %v, want about %v", gap, mean)
+	}
+	same := 0
+	for i := range n {
+		a, b := rs[i], rs[n+i]
+		if b.At-a.At != rs[n].At || b.PromptTokens() != a.PromptTokens() || b.MaxTokens != a.MaxTokens {
+			t.Fatalf("row %d: pass 2 at %v (%d tokens), pass 1 at %v (%d)", i, b.At, b.PromptTokens(), a.At, a.PromptTokens())
+		}
+		if a.Prompt == b.Prompt {
+			same++
+		}
+		// Within a pass, rows starting with the same id start with the same word.
+		if i > 0 && tr.Rows[i].HashIDs[0] == tr.Rows[i-1].HashIDs[0] && (a.Prompt != rs[i-1].Prompt || b.Prompt != rs[n+i-1].Prompt) {
+			t.Fatalf("rows %d and %d share their first block but not its text", i-1, i)
+		}
+	}
+	if same > n/1000 {
+		t.Errorf("%d of %d rows start with the same word in both passes", same, n)
 	}
 }
 
