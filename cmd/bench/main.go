@@ -61,6 +61,7 @@ type options struct {
 	duration   time.Duration
 	maxReqs    int
 	outputLen  int
+	trace      string
 	seed       uint64
 	replicas   int
 	profile    string
@@ -91,6 +92,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", time.Minute, "run length at --rate")
 	fs.IntVar(&o.maxReqs, "requests", 0, "stop after this many requests (0: when the ladder ends)")
 	fs.IntVar(&o.outputLen, "output-len", 0, "shared-prefix output tokens (0: the benchmark's 1000)")
+	fs.StringVar(&o.trace, "trace", "", "trace file (Azure CSV or Mooncake JSONL) for --workload trace; replaces the shared file of azure-conv, azure-code and mooncake")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workload, the replicas and the scheduler")
 	fs.IntVar(&o.replicas, "replicas", 8, "virtual: number of replicas (with --profile)")
 	fs.StringVar(&o.profile, "profile", "32b-tp2-h100", "virtual: replica profile, one of "+strings.Join(sim.ProfileNames(), ", "))
@@ -184,7 +186,7 @@ func (o options) generator() (workload.Generator, workload.Ladder, error) {
 		}
 	}
 	g, err := workload.New(o.workload, workload.Options{Seed: o.seed, Ladder: ladder, MaxRequests: o.maxReqs,
-		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}})
+		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}, Trace: workload.TraceOptions{Path: o.trace}})
 	return g, ladder, err
 }
 

@@ -20,6 +20,8 @@ func TestFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--policy", "fastest"}, "unknown"},
 		{[]string{"--workload", "nope"}, "unknown workload"},
+		{[]string{"--workload", "trace"}, "--trace"},
+		{[]string{"--workload", "trace", "--trace", "/nonexistent/trace.csv"}, "no such file"},
 		{[]string{"--pool", "8xh200"}, "unknown profile"},
 		{[]string{"--pool", "eight"}, "COUNTxPROFILE"},
 		{[]string{"--ladder", "fast"}, "--ladder"},
