@@ -24,6 +24,7 @@ import (
 	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/windtunnel/corpus"
 	"github.com/augur-llm/augur/windtunnel/report"
+	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/windtunnel/virtual"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )
@@ -54,6 +55,8 @@ func compareWorkloads() []benchWorkload {
 		{Name: "shared-prefix", Workload: workload.NameSharedPrefix, Pool: "8x8b-h100", Classes: true},
 		{Name: "mixed-slo", Workload: workload.NameMixedSLO, Pool: "8x8b-h100"},
 		{Name: "heterogeneous", Workload: workload.NameHeterogeneous, Pool: "6x8b-h100,2x8b-a100"},
+		{Name: "azure-conv", Workload: workload.NameAzureConv, Pool: "8x8b-h100"},
+		{Name: "mooncake", Workload: workload.NameMooncake, Pool: "8x8b-h100"},
 	}
 }
 
@@ -128,8 +131,10 @@ func parseList[T any](s, what string, conv func(string) (T, error)) ([]T, error)
 	return out, nil
 }
 
-// profileFor is the scheduling profile a comparison runs a policy with.
-func profileFor(policy string) (scheduler.ProfileConfig, error) {
+// profileFor is the scheduling profile a comparison runs a policy with on pool: the
+// built-in profile, with llm-d's peak prefill throughput calibrated for the pool's replica
+// classes as llm-d calibrates it.
+func profileFor(policy, pool string) (scheduler.ProfileConfig, error) {
 	name := policy
 	if policy == "clairvoyant" {
 		name = "augur"
@@ -138,7 +143,35 @@ func profileFor(policy string) (scheduler.ProfileConfig, error) {
 	if !ok {
 		return pc, fmt.Errorf("unknown policy %q", policy)
 	}
-	return pc, nil
+	specs, err := virtual.ParsePool(pool)
+	if err != nil {
+		return pc, err
+	}
+	peaks := map[string]float64{}
+	for _, sp := range specs {
+		if _, ok := peaks[sp.Profile.Name]; ok {
+			continue
+		}
+		if peaks[sp.Profile.Name], err = peakOf(sp.Profile); err != nil {
+			return pc, err
+		}
+	}
+	return scheduler.WithPeakPrefillThroughput(pc, peaks)
+}
+
+var peakCache sync.Map // profile name -> float64
+
+// peakOf is the profile's peak prefill throughput, calibrated once per process.
+func peakOf(p sim.Profile) (float64, error) {
+	if v, ok := peakCache.Load(p.Name); ok {
+		return v.(float64), nil
+	}
+	v, err := sim.PeakPrefillThroughput(p)
+	if err != nil {
+		return 0, err
+	}
+	peakCache.Store(p.Name, v)
+	return v, nil
 }
 
 // compare runs every policy over every workload's load ladder and seeds in virtual time, with
@@ -226,7 +259,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		start := time.Now()
 		best, bestPolicy := 0.0, ""
 		for _, pol := range heuristicBaselines {
-			pc, err := profileFor(pol)
+			pc, err := profileFor(pol, w.Pool)
 			if err != nil {
 				return err
 			}
@@ -357,7 +390,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 	if err != nil {
 		return cell{}, err
 	}
-	pc, err := profileFor(policy)
+	pc, err := profileFor(policy, w.Pool)
 	if err != nil {
 		return cell{}, err
 	}
