@@ -47,7 +47,7 @@ type Config struct {
 	Profile *scheduler.ProfileConfig `json:"profile,omitempty"`
 	// ProfileName names a built-in profile (scheduler.BuiltinProfiles: default, llm-d,
 	// prefix-load, prefix-guarded, round-robin, random, llm-d-token, llm-d-active,
-	// llm-d-predicted) when Profile is not set.
+	// llm-d-predicted, augur) when Profile is not set.
 	ProfileName string `json:"profileName,omitempty"`
 	// DrainTimeout is how long requests in progress may run after shutdown starts.
 	DrainTimeout metav1.Duration `json:"drainTimeout,omitzero"`
