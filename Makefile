@@ -35,6 +35,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEReader$$' -fuzztime $(FUZZTIME) ./extproc
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageFilter$$' -fuzztime $(FUZZTIME) ./extproc
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckBinary$$' -fuzztime $(FUZZTIME) ./models/xgbconv
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAzure$$' -fuzztime $(FUZZTIME) ./windtunnel/workload
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMooncake$$' -fuzztime $(FUZZTIME) ./windtunnel/workload
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -46,7 +46,8 @@ type Config struct {
 	// Profile is the scheduling profile; nil means the built-in named by ProfileName.
 	Profile *scheduler.ProfileConfig `json:"profile,omitempty"`
 	// ProfileName names a built-in profile (scheduler.BuiltinProfiles: default, llm-d,
-	// prefix-load, prefix-guarded, round-robin, random) when Profile is not set.
+	// prefix-load, prefix-guarded, round-robin, random, llm-d-token, llm-d-active,
+	// llm-d-predicted, augur) when Profile is not set.
 	ProfileName string `json:"profileName,omitempty"`
 	// DrainTimeout is how long requests in progress may run after shutdown starts.
 	DrainTimeout metav1.Duration `json:"drainTimeout,omitzero"`

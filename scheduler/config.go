@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 )
 
 // PluginConfig names a plugin and its parameters.
@@ -65,7 +66,7 @@ type Registry map[string]Factory
 
 // DefaultRegistry returns a registry of the built-in plugins.
 func DefaultRegistry() Registry {
-	return Registry{
+	r := Registry{
 		"load":             noArgs(func(Handle) any { return LoadScorer{} }),
 		"queue":            noArgs(func(Handle) any { return QueueScorer{} }),
 		"kv-usage":         noArgs(func(Handle) any { return KVUsageScorer{} }),
@@ -73,6 +74,13 @@ func DefaultRegistry() Registry {
 		"inflight-load":    noArgs(func(Handle) any { return InflightLoadScorer{} }),
 		"max-score": Typed(func(a MaxScoreArgs, h Handle) (any, error) {
 			p, err := NewExploringMaxScorePicker(h.Seed, a.Explore)
+			if err != nil {
+				return nil, fmt.Errorf("args: %w", err)
+			}
+			return p, nil
+		}),
+		"slo": Typed(func(a SLOArgs, h Handle) (any, error) {
+			p, err := NewSLOPicker(a, h.Seed)
 			if err != nil {
 				return nil, fmt.Errorf("args: %w", err)
 			}
@@ -104,6 +112,8 @@ func DefaultRegistry() Registry {
 			return g, nil
 		},
 	}
+	maps.Copy(r, llmdPlugins()) // prefix-affinity, token-load, active-requests, slo-tier, latency
+	return r
 }
 
 // DefaultProfileConfig is the profile used when configuration names none.
@@ -116,13 +126,33 @@ func DefaultProfileConfig() ProfileConfig {
 	}
 }
 
-// BuiltinProfiles are named profiles for comparisons: "default" (load only), "round-robin"
-// (the Kubernetes Service baseline), "random", "llm-d" (llm-d's default scorer weights:
-// prefix 3, queue 2, KV usage 2), "prefix-load" (prefix affinity weighed against load) and
-// "prefix-guarded" (prefix-load behind the hot-spot guard).
+// BuiltinProfiles are named profiles for comparisons:
+//   - "default": load only;
+//   - "round-robin": the Kubernetes Service baseline;
+//   - "random";
+//   - "llm-d": llm-d's legacy default scorer weights, prefix 3, queue 2, KV usage 2;
+//   - "prefix-load": prefix affinity weighed against load;
+//   - "prefix-guarded": prefix-load behind the hot-spot guard;
+//   - "llm-d-token": llm-d's token-aware routing for prefill-bound traffic ("sticky until
+//     saturated"): the prefix-affinity filter (threshold 0.8, release at an 18 s gap in TTFT
+//     estimated from uncached tokens in flight over the class's peak prefill throughput), then
+//     the token-load scorer, max-score picker;
+//   - "llm-d-active": the same for decode-bound traffic, with the active-requests scorer;
+//   - "augur": Augur's policy, the SLO picker on predicted latency (best-fit with a margin);
+//     the prefix record feeds the predictions, and the load scorer orders decisions only when
+//     no predictions exist; 1% of decisions explore;
+//   - "llm-d-predicted": llm-d's predicted-latency pipeline: the prefix-affinity filter
+//     releasing on a 5 s gap in predicted TTFT, the slo-tier filter (feasible replicas, 1% of
+//     decisions the violating ones), the latency scorer packing (strategy least), and the
+//     weighted random picker. It needs the scheduler's predictor; without one it keeps every
+//     replica and scores by KV usage, queue and prefix match.
+//
+// The llm-d profiles list the prefix plugin as a scorer of weight 0, for the prefix match
+// their filters and scorers read. Their peak prefill throughput is DefaultPeakPrefillThroughput
+// for every class; WithPeakPrefillThroughput gives them calibrated values.
 func BuiltinProfiles() map[string]ProfileConfig {
 	w := func(v float64) *float64 { return &v }
-	return map[string]ProfileConfig{
+	profiles := map[string]ProfileConfig{
 		"default":     DefaultProfileConfig(),
 		"round-robin": {Name: "round-robin", Picker: PluginConfig{Name: "round-robin"}},
 		"random":      {Name: "random", Picker: PluginConfig{Name: "random"}},
@@ -130,10 +160,14 @@ func BuiltinProfiles() map[string]ProfileConfig {
 			Picker: PluginConfig{Name: "max-score"}},
 		"prefix-load": {Name: "prefix-load", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker: PluginConfig{Name: "max-score"}},
+		"augur": {Name: "augur", Scorers: []PluginConfig{{Name: "prefix", Weight: w(0)}, {Name: "load", Weight: w(1)}},
+			Picker: PluginConfig{Name: "slo", Args: json.RawMessage(`{"explore":0.01}`)}},
 		"prefix-guarded": {Name: "prefix-guarded", Filters: []PluginConfig{{Name: "hotspot-guard"}},
 			Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker:  PluginConfig{Name: "max-score"}},
 	}
+	maps.Copy(profiles, llmdProfiles())
+	return profiles
 }
 
 // Build constructs the profile pc describes. previous, when not nil, is the profile being

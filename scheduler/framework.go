@@ -55,6 +55,10 @@ const (
 	ValuePredictedTPOT
 	ValuePredictedTTFTUpper
 	ValuePredictedTPOTUpper
+	// ValueSLOViolation is set by the SLO picker on every candidate it ranked: the request's
+	// weighted relative violation of its objectives there, 0 when the candidate is predicted
+	// to meet them all. A decision whose primary carries a positive value knew it would miss.
+	ValueSLOViolation
 	numValues
 )
 
@@ -113,6 +117,16 @@ type Filter interface {
 type PreScorer interface {
 	Name() string
 	PreScore(ctx context.Context, req *Request, cands []Candidate)
+}
+
+// ValueReader is implemented by filters that read per-candidate values (the prefix match,
+// the predictions) and so need them before they run. The scheduler computes the values (the
+// pre-scorers, then the predictor) once per decision: just before the first filter of the
+// profile whose ReadsValues is true, over the candidates the filters before it kept, or,
+// when no filter reads values, after the last filter. Filters that follow see the same values,
+// carried by the candidates they keep.
+type ValueReader interface {
+	ReadsValues() bool
 }
 
 // Scorer rates each candidate in [0,1], higher is better, writing scores[i] for cands[i].
@@ -174,6 +188,7 @@ type Profile struct {
 	Picker  Picker
 
 	preScorers []PreScorer        // the plugins above that implement it, found by validate
+	valuesAt   int                // index of the filter the values are computed before (len(Filters): after all)
 	observers  []DispatchObserver // likewise
 	instances  map[string]any     // plugins by role, name and arguments, for reuse on reload
 }

@@ -86,6 +86,13 @@ func (p *Profile) validate() error {
 		plugins = append(plugins, ws.Scorer)
 	}
 	plugins = append(plugins, p.Picker)
+	p.valuesAt = len(p.Filters)
+	for i, f := range p.Filters {
+		if vr, ok := f.(ValueReader); ok && vr.ReadsValues() {
+			p.valuesAt = i
+			break
+		}
+	}
 	p.preScorers, p.observers = p.preScorers[:0], p.observers[:0]
 	for _, pl := range plugins {
 		if ps, ok := pl.(PreScorer); ok && !slices.Contains(p.preScorers, ps) {
@@ -141,18 +148,17 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 		}
 		return Result{}, ErrNoEndpoints
 	}
-	for _, f := range prof.Filters {
+	for i, f := range prof.Filters {
+		if i == prof.valuesAt {
+			s.computeValues(ctx, prof, req, cands)
+		}
 		cands = f.Filter(ctx, req, cands)
 		if len(cands) == 0 {
 			return Result{}, fmt.Errorf("%w: filter %q removed every endpoint", ErrNoEndpoints, f.Name())
 		}
 	}
-
-	for _, ps := range prof.preScorers {
-		ps.PreScore(ctx, req, cands)
-	}
-	if s.predictor != nil {
-		s.predictor.Predict(ctx, req, cands)
+	if prof.valuesAt >= len(prof.Filters) {
+		s.computeValues(ctx, prof, req, cands)
 	}
 
 	scores := grow(sc.scores, len(cands))
@@ -179,6 +185,18 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 		res.Targets[i] = cands[idx]
 	}
 	return res, nil
+}
+
+// computeValues runs the profile's pre-scorers, then the predictor, over cands: once per
+// decision, before the first filter that reads values or after the last filter (see
+// ValueReader).
+func (s *Scheduler) computeValues(ctx context.Context, prof *Profile, req *Request, cands []Candidate) {
+	for _, ps := range prof.preScorers {
+		ps.PreScore(ctx, req, cands)
+	}
+	if s.predictor != nil {
+		s.predictor.Predict(ctx, req, cands)
+	}
 }
 
 // modelNotFound is the refusal of a request for a model no replica serves; it names the

@@ -42,97 +42,28 @@ const firstTestSeed = 1001
 // they nor the trainer's holdout saw.
 func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	lo := o.learn
-	progress := func(format string, args ...any) {
-		if !o.noProgress {
-			fmt.Fprintf(stderr, format, args...)
-		}
-	}
-	caps := map[corpus.Scenario]float64{}
-	for _, sc := range corpus.DefaultScenarios() {
-		start := time.Now()
-		c, err := corpus.Capacity(ctx, sc, o.seed)
-		if err != nil {
-			return err
-		}
-		caps[sc] = c
-		fmt.Fprintf(stdout, "capacity of %s: %.1f req/s (measured in %s)\n", sc, c, time.Since(start).Round(10*time.Millisecond))
-	}
-
-	url := o.recordDB
-	if url == "" {
-		url = "local"
-	}
-	db, where, stop, err := openDB(ctx, url, "augur_learn")
+	progress := progressTo(o, stderr)
+	tr, err := trainCorpus(ctx, o, 1, stdout, progress)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	rec, drain := startRecorder(db, 2*lo.samples)
-	start := time.Now()
-	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch()
-	for seed := uint64(1); requests < lo.samples; seed++ {
-		sum, err := corpus.Generate(ctx, corpus.Options{
-			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: caps, Start: at,
-			NewObservers: func(corpus.Run) []requestcontrol.Observer { return []requestcontrol.Observer{picker.Recording(rec)} },
-			Progress: func(done, total int, r corpus.Run) {
-				progress("\rtraining traffic, seed %d: run %d/%d (%s at %.2fx)            ", seed, done, total, r.Scenario, r.Load)
-			},
-		})
-		if err != nil {
-			return err
-		}
-		requests, runs, seeds, at = requests+sum.Requests, runs+len(sum.Runs), seeds+1, sum.End
-	}
-	progress("\n")
-	recorded, err := drain(ctx)
-	if err != nil {
-		return fmt.Errorf("recording: %w", err)
-	}
-	fmt.Fprintf(stdout, "training traffic: seeds 1-%d, %d runs of %s (%d scenarios x %d loads per seed), %d requests, %d samples recorded to %s in %s\n",
-		seeds, runs, lo.runLength, len(caps), len(corpus.DefaultLoads()), requests, recorded, where, time.Since(start).Round(10*time.Millisecond))
-
-	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed}
-	if lo.trees > 0 {
-		topts.Params.Trees = lo.trees
-	}
-	if lo.depth > 0 {
-		topts.Params.Depth = lo.depth
-	}
-	if lo.eta > 0 {
-		topts.Params.Eta = lo.eta
-	}
-	topts.Progress = func(p trainer.Progress) {
-		progress("\rtraining %s %s model: round %d/%d   ", p.Target, p.Model, p.Round, p.Rounds)
-	}
-	rep, err := trainer.Run(ctx, db, topts)
-	progress("\n")
-	if err != nil {
+	defer tr.stop()
+	if err := tr.report.WriteTable(stdout); err != nil {
 		return err
 	}
-	if err := rep.WriteTable(stdout); err != nil {
-		return err
-	}
-	champions, err := store.Champions(ctx, db)
-	if err != nil {
-		return err
-	}
-	set, err := predictor.Load(champions)
-	if err != nil {
-		return fmt.Errorf("the published models do not load: %w", err)
-	}
+	set := tr.set
 	if lo.modelsOut != "" {
-		for _, a := range champions {
-			if err := models.WriteDir(lo.modelsOut, a); err != nil {
-				return err
-			}
+		if err := writeModels(lo.modelsOut, tr.champions); err != nil {
+			return err
 		}
 		fmt.Fprintf(stdout, "\nmodels %s written to %s\n", set.Version(), lo.modelsOut)
 	}
+	caps, at := tr.caps, tr.end
 
 	// Judgement on traffic from seeds the trainer never saw.
 	var rows []trainer.Row
 	var tags []string
-	start, requests, seeds = time.Now(), 0, 0
+	start, requests, seeds := time.Now(), 0, 0
 	for seed := uint64(firstTestSeed); len(rows) < lo.testSamples; seed++ {
 		sum, err := corpus.Generate(ctx, corpus.Options{
 			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: caps, Start: at,
@@ -235,4 +166,114 @@ func writeByRun(w io.Writer, set *predictor.Set, t models.Target, rows []trainer
 		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%.1f%%\t\n", k, m.Overall.Count, 100*m.Overall.MAPE, 100*u.Overall.Coverage)
 	}
 	return tw.Flush()
+}
+
+func progressTo(o options, stderr io.Writer) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		if !o.noProgress {
+			fmt.Fprintf(stderr, format, args...)
+		}
+	}
+}
+
+func writeModels(dir string, arts []models.Artifact) error {
+	for _, a := range arts {
+		if err := models.WriteDir(dir, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trained is what trainCorpus produced.
+type trained struct {
+	caps      map[corpus.Scenario]float64
+	end       time.Time // where the training traffic ended in virtual time
+	report    trainer.Report
+	champions []models.Artifact
+	set       *predictor.Set
+	stop      func() // stops the database
+}
+
+// trainCorpus records virtual traffic of the corpus from seeds firstSeed, firstSeed+1, ...
+// to Postgres until --samples requests were, trains from it as the trainer job does, and
+// loads the published models.
+func trainCorpus(ctx context.Context, o options, firstSeed uint64, stdout io.Writer, progress func(string, ...any)) (tr trained, err error) {
+	lo := o.learn
+	tr.caps = map[corpus.Scenario]float64{}
+	for _, sc := range corpus.DefaultScenarios() {
+		start := time.Now()
+		c, err := corpus.Capacity(ctx, sc, firstSeed)
+		if err != nil {
+			return tr, err
+		}
+		tr.caps[sc] = c
+		fmt.Fprintf(stdout, "capacity of %s: %.1f req/s (measured in %s)\n", sc, c, time.Since(start).Round(10*time.Millisecond))
+	}
+
+	url := o.recordDB
+	if url == "" {
+		url = "local"
+	}
+	db, where, stop, err := openDB(ctx, url, "augur_learn")
+	if err != nil {
+		return tr, err
+	}
+	tr.stop = stop
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	rec, drain := startRecorder(db, 2*lo.samples)
+	start := time.Now()
+	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch()
+	for seed := firstSeed; requests < lo.samples; seed++ {
+		sum, err := corpus.Generate(ctx, corpus.Options{
+			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: tr.caps, Start: at,
+			NewObservers: func(corpus.Run) []requestcontrol.Observer { return []requestcontrol.Observer{picker.Recording(rec)} },
+			Progress: func(done, total int, r corpus.Run) {
+				progress("\rtraining traffic, seed %d: run %d/%d (%s at %.2fx)            ", seed, done, total, r.Scenario, r.Load)
+			},
+		})
+		if err != nil {
+			return tr, err
+		}
+		requests, runs, seeds, at = requests+sum.Requests, runs+len(sum.Runs), seeds+1, sum.End
+	}
+	tr.end = at
+	progress("\n")
+	recorded, err := drain(ctx)
+	if err != nil {
+		return tr, fmt.Errorf("recording: %w", err)
+	}
+	fmt.Fprintf(stdout, "training traffic: seeds %d-%d, %d runs of %s (%d scenarios x %d loads per seed), %d requests, %d samples recorded to %s in %s\n",
+		firstSeed, firstSeed+uint64(seeds)-1, runs, lo.runLength, len(tr.caps), len(corpus.DefaultLoads()), requests, recorded, where, time.Since(start).Round(10*time.Millisecond))
+
+	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed}
+	if lo.trees > 0 {
+		topts.Params.Trees = lo.trees
+	}
+	if lo.depth > 0 {
+		topts.Params.Depth = lo.depth
+	}
+	if lo.eta > 0 {
+		topts.Params.Eta = lo.eta
+	}
+	topts.Progress = func(p trainer.Progress) {
+		progress("\rtraining %s %s model: round %d/%d   ", p.Target, p.Model, p.Round, p.Rounds)
+	}
+	rep, err := trainer.Run(ctx, db, topts)
+	progress("\n")
+	if err != nil {
+		return tr, err
+	}
+	tr.report = rep
+	if tr.champions, err = store.Champions(ctx, db); err != nil {
+		return tr, err
+	}
+	if tr.set, err = predictor.Load(tr.champions); err != nil {
+		return tr, fmt.Errorf("the published models do not load: %w", err)
+	}
+	return tr, nil
 }

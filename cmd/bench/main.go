@@ -27,8 +27,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/augur-llm/augur/local/stack"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/local/stack"
+	"github.com/augur-llm/augur/predictor"
 
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/pool"
@@ -58,6 +61,7 @@ type options struct {
 	duration   time.Duration
 	maxReqs    int
 	outputLen  int
+	trace      string
 	seed       uint64
 	replicas   int
 	profile    string
@@ -74,6 +78,8 @@ type options struct {
 	scrape     time.Duration
 	learning   bool
 	learn      learnOptions
+	comparing  bool
+	compare    compareOptions
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -86,6 +92,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", time.Minute, "run length at --rate")
 	fs.IntVar(&o.maxReqs, "requests", 0, "stop after this many requests (0: when the ladder ends)")
 	fs.IntVar(&o.outputLen, "output-len", 0, "shared-prefix output tokens (0: the benchmark's 1000)")
+	fs.StringVar(&o.trace, "trace", "", "trace file (Azure CSV or Mooncake JSONL) for --workload trace; replaces the shared file of azure-conv, azure-code and mooncake")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workload, the replicas and the scheduler")
 	fs.IntVar(&o.replicas, "replicas", 8, "virtual: number of replicas (with --profile)")
 	fs.StringVar(&o.profile, "profile", "32b-tp2-h100", "virtual: replica profile, one of "+strings.Join(sim.ProfileNames(), ", "))
@@ -111,8 +118,20 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.learn.eta, "eta", 0, "learn: learning rate (0: the trainer's default)")
 	fs.IntVar(&o.learn.bucketCap, "bucket-cap", 0, "learn: training samples kept per balancing bucket (0: the trainer's default, -1: all)")
 	fs.BoolVar(&o.learn.byRun, "by-run", false, "learn: break the held-out accuracy down by scenario and load")
+	fs.BoolVar(&o.comparing, "compare", false, "virtual time: run every --policies policy over every --workloads workload's load ladder (--loads x capacity, measured unless --capacities) and --seeds, each run --duration long, with the same arrivals for every policy; print attainment and latency side by side")
+	fs.StringVar(&o.compare.workloads, "workloads", "shared-prefix,mixed-slo,heterogeneous", "compare: workloads")
+	fs.StringVar(&o.compare.policies, "policies", strings.Join(comparePolicies, ","), "compare: policies")
+	fs.StringVar(&o.compare.loads, "loads", "0.25,0.5,0.75,1,1.25,1.5", "compare: loads, as multiples of each workload's capacity")
+	fs.StringVar(&o.compare.seeds, "seeds", "1,2,3", "compare: seeds (below 2001, which train models)")
+	fs.StringVar(&o.compare.capacities, "capacities", "", `compare: known capacities "WORKLOAD=REQ/S,..." instead of measuring them`)
+	fs.StringVar(&o.compare.plots, "plots", "", "compare: write PNG charts to this directory")
+	fs.StringVar(&o.compare.models, "models", "", "latency models (a directory of artifacts) for the policies that predict; default: train them first on other seeds (kept in "+modelsCache+")")
+	fs.IntVar(&o.compare.parallel, "parallel", 0, "compare: runs at once (0: one per core)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.comparing && (o.learning || o.localStack || o.gateway != "" || o.recordDB != "" || o.recordFile != "") {
+		return o, fmt.Errorf("--compare runs in virtual time on its own: drop --learn, --local-stack, --gateway and recording")
 	}
 	if o.learning && (o.localStack || o.gateway != "" || o.recordFile != "") {
 		return o, fmt.Errorf("--learn runs in virtual time and records to --record-db")
@@ -167,7 +186,7 @@ func (o options) generator() (workload.Generator, workload.Ladder, error) {
 		}
 	}
 	g, err := workload.New(o.workload, workload.Options{Seed: o.seed, Ladder: ladder, MaxRequests: o.maxReqs,
-		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}})
+		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}, Trace: workload.TraceOptions{Path: o.trace}})
 	return g, ladder, err
 }
 
@@ -185,6 +204,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.learning {
 		return learn(ctx, o, stdout, stderr)
+	}
+	if o.comparing {
+		o.compare.runLength = o.duration
+		return compare(ctx, o, stdout, stderr)
 	}
 	m, err := execute(ctx, o, stderr)
 	if err != nil {
@@ -294,6 +317,20 @@ func execute(ctx context.Context, o options, stderr io.Writer) (measurement, err
 		}
 		vc := virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed, ScrapeInterval: o.scrape,
 			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}
+		if usesPredictor(o.policy) {
+			if o.seed >= firstModelSeed {
+				return m, fmt.Errorf("--seed %d: seeds from %d on train the models", o.seed, firstModelSeed)
+			}
+			set, _, err2 := benchModels(ctx, o, stderr, progressTo(o, stderr))
+			if err2 != nil {
+				return m, err2
+			}
+			vc.PredictorFor = func(clk clock.PassiveClock) scheduler.Predictor {
+				p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
+				p.Swap(set)
+				return p
+			}
+		}
 		if rec != nil {
 			vc.Observers = append(vc.Observers, rec.observer)
 		}

@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer cancel()
 	st, err := stack.Start(startCtx, stack.Config{
 		Profiles: profiles, Seed: o.seed,
-		Picker: picker.Config{DatabaseURL: o.databaseURL, Models: picker.ModelsConfig{PollInterval: metav1.Duration{Duration: 500 * time.Millisecond}}},
+		Picker: picker.Config{ProfileName: "augur", DatabaseURL: o.databaseURL, Models: picker.ModelsConfig{PollInterval: metav1.Duration{Duration: 500 * time.Millisecond}}},
 		Log:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Observe: func(c requestcontrol.Completion) {
 			mu.Lock()
@@ -119,7 +119,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer st.Close()
 	pred := st.Picker.Predictor
-	fmt.Fprintf(out, "Augur demo: %d simulated replicas (%s), picker on %s, gateway at %s\n", len(profiles), o.pool, st.PickerAddr, st.GatewayURL)
+	fmt.Fprintf(out, "Augur demo: %d simulated replicas (%s), picker on %s (policy augur), gateway at %s\n", len(profiles), o.pool, st.PickerAddr, st.GatewayURL)
 	fmt.Fprintf(out, "predictions come from: %s (no model trained yet)\n", pred.Version())
 
 	// 1. Traffic before any model: the picker predicts with its cold start and records.
@@ -133,6 +133,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for deadline := time.Now().Add(10 * time.Second); rec.Stats().Buffered > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 	}
 	fmt.Fprintf(out, "predictions came from: %s\n", pred.Version())
+
+	coldSource := pred.Version()
 
 	// 2. The trainer job, as the CronJob runs it, on what the picker recorded.
 	fmt.Fprintf(out, "\n2. running the trainer job: %s --once\n\n", o.trainer)
@@ -184,6 +186,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := accuracy(out, champs, before, after, picked); err != nil {
 		return err
 	}
+	fmt.Fprintln(out, "\nSLO attainment before and after the first trained model (streamed requests, as the client measured them)")
+	attainment(out, []phase{{"before", coldSource, before}, {"after", run, after}})
 	kept, err := store.CountSamples(ctx, db, runStart, time.Now().Add(time.Minute))
 	if err != nil {
 		return err
@@ -468,4 +472,42 @@ func q(v []float64, p float64) string {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return fmt.Sprintf("%.1f", stat.Quantile(p, stat.Empirical, s, nil))
+}
+
+type phase struct {
+	name, predictedBy string
+	rs                []sent
+}
+
+// attainment prints, per phase, the share of streamed requests that met both the TTFT and
+// the TPOT objective they sent, overall and per class.
+func attainment(out io.Writer, phases []phase) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tpredicted by\tall\tinteractive (500 ms, 50 ms)\tstandard (2 s, 100 ms)\t")
+	for _, ph := range phases {
+		met, n := map[string]int{}, map[string]int{}
+		for _, s := range ph.rs {
+			if !s.stream {
+				continue
+			}
+			n[s.class]++
+			n[""]++
+			ttft, tpot := 2*time.Second, 100*time.Millisecond
+			if s.class == "interactive" {
+				ttft, tpot = 500*time.Millisecond, 50*time.Millisecond
+			}
+			if s.Status == 200 && s.TTFT <= ttft && s.TPOT <= tpot {
+				met[s.class]++
+				met[""]++
+			}
+		}
+		share := func(k string) string {
+			if n[k] == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.1f%% of %d", 100*float64(met[k])/float64(n[k]), n[k])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", ph.name, ph.predictedBy, share(""), share("interactive"), share("standard"))
+	}
+	tw.Flush()
 }

@@ -64,6 +64,13 @@ func Capacity(ctx context.Context, sc Scenario, seed uint64) (float64, error) {
 // CapacityOver is Capacity measured with runs of length window instead of two minutes: a
 // shorter window measures faster and counts a slowly growing backlog as kept up with.
 func CapacityOver(ctx context.Context, sc Scenario, seed uint64, window time.Duration) (float64, error) {
+	return CapacityWith(ctx, sc, seed, window, scheduler.BuiltinProfiles()["prefix-load"], nil)
+}
+
+// CapacityWith is CapacityOver under the scheduling profile prof, with the workload's
+// requests passed through wrap when it is not nil (to assign classes, say).
+func CapacityWith(ctx context.Context, sc Scenario, seed uint64, window time.Duration, prof scheduler.ProfileConfig,
+	wrap func(workload.Generator) (workload.Generator, error)) (float64, error) {
 	if window < 10*time.Second {
 		return 0, fmt.Errorf("corpus: capacity window %v: at least 10s", window)
 	}
@@ -76,7 +83,12 @@ func CapacityOver(ctx context.Context, sc Scenario, seed uint64, window time.Dur
 		if err != nil {
 			return false, err
 		}
-		res, err := virtual.Run(ctx, virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()["prefix-load"], Seed: seed}, g.Next)
+		if wrap != nil {
+			if g, err = wrap(g); err != nil {
+				return false, err
+			}
+		}
+		res, err := virtual.Run(ctx, virtual.Config{Replicas: specs, Profile: prof, Seed: seed}, g.Next)
 		if err != nil {
 			return false, err
 		}

@@ -18,8 +18,9 @@
 // A request meets its SLO when it completed, its TTFT is at most its TTFT objective and its
 // TPOT at most its TPOT objective; an absent objective (0) is met by any completed request,
 // and so is a TPOT objective for a request of fewer than two output tokens (it has no TPOT).
-// Shed and failed requests never meet it. Attainment is met/requests; goodput is met per
-// second of window.
+// Shed and failed requests never meet it. Attainment is judged on the requests that carry
+// an objective: met/those requests, and n/a (null in JSON) for a set with none, never 100%;
+// goodput is met per second of window, counting completed requests without objectives.
 //
 // Latency percentiles are over completed requests: TTFT over those with at least one output
 // token, TPOT over those with at least two, end-to-end over all. A percentile is gonum's

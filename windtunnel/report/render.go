@@ -29,7 +29,7 @@ func summaryHeader() []string {
 func summaryCells(s Summary) []string {
 	return []string{
 		strconv.Itoa(s.Requests), strconv.Itoa(s.Completed), pct(s.ShedShare), strconv.Itoa(s.Errors),
-		pct(s.SLOAttainment), num(s.GoodputRPS, 2), num(s.CompletedRPS, 2), num(s.OutputTPS, 0),
+		attainment(s.SLOAttainment), num(s.GoodputRPS, 2), num(s.CompletedRPS, 2), num(s.OutputTPS, 0),
 		num(s.TTFT.P50, 1), num(s.TTFT.P90, 1), num(s.TTFT.P99, 1),
 		num(s.TPOT.P50, 1), num(s.TPOT.P99, 1),
 		num(s.E2E.P50, 1), num(s.E2E.P99, 1), pct(s.PrefixHitRate),
@@ -122,6 +122,14 @@ func num(v *float64, prec int) string {
 		return "-"
 	}
 	return strconv.FormatFloat(*v, 'f', prec, 64)
+}
+
+// attainment is pct, with "n/a" for a set of requests without objectives.
+func attainment(v *float64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return pct(v)
 }
 
 func pct(v *float64) string {

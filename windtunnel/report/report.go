@@ -97,12 +97,17 @@ type Summary struct {
 	Requests  int `json:"requests"`
 	Completed int `json:"completed"`
 	MetSLO    int `json:"met_slo"`
-	Shed      int `json:"shed"`
-	Errors    int `json:"errors"`
+	// WithObjectives is the requests that carry an objective, and ObjectivesMet those of
+	// them that met it: attainment is judged on these alone, so a class without objectives
+	// has none (n/a) rather than 100%.
+	WithObjectives int `json:"with_objectives"`
+	ObjectivesMet  int `json:"objectives_met"`
+	Shed           int `json:"shed"`
+	Errors         int `json:"errors"`
 	// ShedReasons counts shed requests by reason ("unknown" when none was given).
 	ShedReasons map[string]int `json:"shed_reasons,omitempty"`
 
-	SLOAttainment *float64 `json:"slo_attainment"` // MetSLO / Requests
+	SLOAttainment *float64 `json:"slo_attainment"` // ObjectivesMet / WithObjectives; nil without objectives
 	ShedShare     *float64 `json:"shed_share"`     // Shed / Requests
 	GoodputRPS    *float64 `json:"goodput_rps"`    // MetSLO per second of window
 	CompletedRPS  *float64 `json:"completed_rps"`
@@ -249,8 +254,14 @@ func summary(name string, outs []Outcome, w Window) Summary {
 		if oc.MetSLO() {
 			s.MetSLO++
 		}
+		if oc.SLOTTFT > 0 || oc.SLOTPOT > 0 {
+			s.WithObjectives++
+			if oc.MetSLO() {
+				s.ObjectivesMet++
+			}
+		}
 	}
-	s.SLOAttainment = ratio(float64(s.MetSLO), float64(s.Requests))
+	s.SLOAttainment = ratio(float64(s.ObjectivesMet), float64(s.WithObjectives))
 	s.ShedShare = ratio(float64(s.Shed), float64(s.Requests))
 	s.PrefixHitRate = ratio(float64(s.CachedTokens), float64(s.PromptTokens))
 	if secs := w.Seconds(); secs > 0 {

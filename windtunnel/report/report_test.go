@@ -59,7 +59,7 @@ func TestOverallHandComputed(t *testing.T) {
 		got  *float64
 		want float64
 	}{
-		"attainment":    {s.SLOAttainment, 4.0 / 11},
+		"attainment":    {s.SLOAttainment, 3.0 / 9}, // the two requests without objectives are not judged
 		"goodput":       {s.GoodputRPS, 0.4},
 		"completed/s":   {s.CompletedRPS, 0.6},
 		"output tok/s":  {s.OutputTPS, 36.3},
@@ -126,7 +126,8 @@ func TestClassesHandComputed(t *testing.T) {
 		t.Errorf("batch %+v", b)
 	}
 	d := byName["default"]
-	if d.Requests != 2 || d.Completed != 1 || d.MetSLO != 1 || d.Errors != 1 || d.ShedReasons != nil || !near(d.ShedShare, 0) {
+	if d.Requests != 2 || d.Completed != 1 || d.MetSLO != 1 || d.Errors != 1 || d.ShedReasons != nil || !near(d.ShedShare, 0) ||
+		d.SLOAttainment != nil || d.WithObjectives != 0 {
 		t.Errorf("default %+v", d)
 	}
 }
@@ -201,7 +202,7 @@ func TestEmpty(t *testing.T) {
 	}
 	for _, line := range strings.Split(b.String(), "\n") {
 		if strings.HasPrefix(strings.TrimSpace(line), "all") {
-			if fields := strings.Fields(line); len(fields) != 17 || fields[1] != "0" || fields[5] != "-" || fields[16] != "-" {
+			if fields := strings.Fields(line); len(fields) != 17 || fields[1] != "0" || fields[5] != "n/a" || fields[6] != "-" || fields[16] != "-" {
 				t.Errorf("empty overall row %q", line)
 			}
 		}
@@ -226,8 +227,8 @@ func TestPerStage(t *testing.T) {
 	outs := []Outcome{
 		{Stage: 0, Start: 1 * sec, End: 2 * sec, Status: 200, Class: "a"},
 		{Stage: 0, Start: 3 * sec, End: 5 * sec, Status: 429, Class: "b", ShedReason: "rejected-saturated"},
-		{Stage: 1, Start: 11 * sec, End: 12 * sec, Status: 200, Class: "a"},
-		{Stage: 1, Start: 12 * sec, End: 13 * sec, Status: 200, Class: "a"},
+		{Stage: 1, Start: 11 * sec, End: 12 * sec, Status: 200, Class: "a", SLOTTFT: sec},
+		{Stage: 1, Start: 12 * sec, End: 13 * sec, Status: 200, Class: "a", SLOTTFT: sec},
 	}
 	// The window leaves stage 0 out of the totals but not out of the stages.
 	r := Compute(outs, Options{Window: Window{From: 10 * sec, To: 20 * sec}, PerStage: true,
@@ -239,6 +240,10 @@ func TestPerStage(t *testing.T) {
 	if s0.Stage != 0 || s0.Window != (Window{0, 10 * sec}) || s0.Overall.Requests != 2 || !near(s0.Overall.CompletedRPS, 0.1) ||
 		len(s0.Classes) != 2 || s0.Classes[1].Name != "b" || s0.Classes[1].Shed != 1 {
 		t.Errorf("stage 0 %+v", s0)
+	}
+	// Stage 0 has no objectives: its attainment is n/a, not 100%.
+	if s0.Overall.SLOAttainment != nil {
+		t.Errorf("stage 0 without objectives has attainment %v", *s0.Overall.SLOAttainment)
 	}
 	// Without a given window, stage 1 spans its first Start to its last End.
 	if s1.Window != (Window{11 * sec, 13 * sec}) || !near(s1.Overall.CompletedRPS, 1) || !near(s1.Overall.SLOAttainment, 1) {

@@ -10,5 +10,5 @@
 //
 // Requests go through the same lifecycle (package requestcontrol) as in the picker.
 //
-// Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, windtunnel/report, windtunnel/sim, windtunnel/workload.
+// Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, windtunnel/report, windtunnel/sim, windtunnel/workload, k8s.io/utils/clock.
 package virtual

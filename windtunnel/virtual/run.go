@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/requestcontrol"
@@ -40,6 +43,10 @@ type Config struct {
 	Observers []requestcontrol.Observer
 	// Predictor, when set, predicts every decision's latencies as the picker's does.
 	Predictor scheduler.Predictor
+	// PredictorFor, when set instead, builds the predictor on the run's virtual clock: a
+	// predictor's features (metric age, time since a replica's last token, dispatch rates)
+	// are only right on the clock the run advances.
+	PredictorFor func(clk clock.PassiveClock) scheduler.Predictor
 	// Start is the virtual instant the run begins at (zero: Epoch()). Outcomes are offsets
 	// from it; recorded samples carry absolute times.
 	Start time.Time
@@ -174,15 +181,27 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		r.byAddr[rep] = i
 	}
 	r.stepping = make([]bool, len(r.replicas))
-	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.Handle{Seed: cfg.Seed, Pool: r.pool, Clock: r.clk}, nil)
+	pred := cfg.Predictor
+	if cfg.PredictorFor != nil {
+		if pred != nil {
+			return Result{}, errors.New("virtual: set Predictor or PredictorFor, not both")
+		}
+		pred = cfg.PredictorFor(r.clk)
+	}
+	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.Handle{Seed: cfg.Seed, Pool: r.pool, Clock: r.clk, Predictor: pred}, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
-	sched, err := scheduler.NewWithPredictor(r.pool, prof, 0, cfg.Predictor)
+	sched, err := scheduler.NewWithPredictor(r.pool, prof, 0, pred)
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
 	}
-	r.director = requestcontrol.New(requestcontrol.Config{Pool: r.pool, Scheduler: sched, Clock: r.clk, Observers: cfg.Observers})
+	observers := cfg.Observers
+	if ob, ok := pred.(requestcontrol.Observer); ok && cfg.PredictorFor != nil {
+		// A predictor built for the run learns from its completions as the picker's does.
+		observers = append(slices.Clip(observers), ob)
+	}
+	r.director = requestcontrol.New(requestcontrol.Config{Pool: r.pool, Scheduler: sched, Clock: r.clk, Observers: observers})
 	r.emitFn = r.onToken
 
 	// Every replica is scraped once before traffic starts, then on its own phase.

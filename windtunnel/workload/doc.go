@@ -3,6 +3,12 @@
 // SLO classes, and the mixed traffic meant for a heterogeneous pool), with Poisson arrivals
 // whose rate follows a ladder of stages. New and Names pick a workload by name.
 //
+// It also replays real request traces (TraceReplay: the Azure LLM inference CSVs and the
+// Mooncake JSONL with its prefix hashes, any file in either format): the trace's arrival
+// pattern scaled to the ladder's rates, prompts of exactly the trace's token counts and
+// prefix reuse, and SLO classes of the mixed-slo mix assigned by seed, since traces carry
+// none. The trace files themselves live outside the repository (FindTrace).
+//
 // Streams are open-loop and deterministic: a generator is a pure function of its seed, its
 // ladder and its options, so two runs (or two schedulers under comparison) see the same
 // requests at the same offsets, byte for byte. Each generator is an iterator (Next), so a long

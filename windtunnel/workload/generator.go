@@ -20,11 +20,20 @@ const (
 	NameAgentic       = "agentic"
 	NameMixedSLO      = "mixed-slo"
 	NameHeterogeneous = "heterogeneous"
+
+	// Replays of the real traces of the shared traces directory (see TraceReplay), and of
+	// any trace file (TraceOptions.Path).
+	NameAzureConv = "azure-conv"
+	NameAzureCode = "azure-code"
+	NameMooncake  = "mooncake"
+	NameTrace     = "trace"
 )
 
-// Names lists the workloads New knows, in the order of the reference document.
+// Names lists the workloads New knows: the reference document's in its order, then the
+// trace replays.
 func Names() []string {
-	return []string{NameSharedPrefix, NameMultiTurn, NameAgentic, NameMixedSLO, NameHeterogeneous}
+	return []string{NameSharedPrefix, NameMultiTurn, NameAgentic, NameMixedSLO, NameHeterogeneous,
+		NameAzureConv, NameAzureCode, NameMooncake, NameTrace}
 }
 
 // Describe is a one-line description of a workload, for command-line help; "" for an
@@ -41,6 +50,14 @@ func Describe(name string) string {
 		return "interactive, standard and batch SLO classes with priorities and tenants, one noisy per class"
 	case NameHeterogeneous:
 		return "mixed-slo traffic, meant for a pool of two replica speed classes (the runner's choice)"
+	case NameAzureConv:
+		return "replay of Azure's 2023 conversation trace (1155 in / 211 out tokens), SLO classes of mixed-slo"
+	case NameAzureCode:
+		return "replay of Azure's 2023 code-completion trace (2048 in / 28 out tokens), SLO classes of mixed-slo"
+	case NameMooncake:
+		return "replay of Mooncake's synthetic trace with its prefix reuse (15k in / 149 out tokens), SLO classes of mixed-slo"
+	case NameTrace:
+		return "replay of the trace file given as its path (Azure CSV or Mooncake JSONL), SLO classes of mixed-slo"
 	}
 	return ""
 }
@@ -59,6 +76,7 @@ type Options struct {
 	MultiTurn    MultiTurnOptions
 	Agentic      AgenticOptions
 	MixedSLO     MixedSLOOptions // for mixed-slo and heterogeneous
+	Trace        TraceOptions    // for the trace replays
 }
 
 // New returns the named workload's generator.
@@ -83,6 +101,8 @@ func New(name string, o Options) (Generator, error) {
 		g, err = NewMixedSLO(o.Seed, ladder, o.MixedSLO)
 	case NameHeterogeneous:
 		g, err = NewHeterogeneous(o.Seed, ladder, o.MixedSLO)
+	case NameAzureConv, NameAzureCode, NameMooncake, NameTrace:
+		g, err = newNamedReplay(name, o.Seed, ladder, o.Trace)
 	default:
 		return nil, fmt.Errorf("workload: unknown workload %q (known: %s)", name, strings.Join(Names(), ", "))
 	}

@@ -19,7 +19,7 @@ func TestSameSeedSameStream(t *testing.T) {
 	for _, name := range Names() {
 		t.Run(name, func(t *testing.T) {
 			collect := func(seed uint64) []Request {
-				g, err := New(name, Options{Seed: seed, Ladder: quickLadder(), MaxRequests: 1000})
+				g, err := New(name, withTracePath(t, name, Options{Seed: seed, Ladder: quickLadder(), MaxRequests: 1000}))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -47,6 +47,9 @@ func TestSameSeedSameStream(t *testing.T) {
 					samePrompt++
 				}
 			}
+			if isTraceReplay(name) {
+				sameAt = 0 // a replay's arrival times are the trace's, whatever the seed
+			}
 			if sameAt > 0 || samePrompt > 0 {
 				t.Errorf("seeds 42 and 43 share %d arrival times and %d prompts", sameAt, samePrompt)
 			}
@@ -57,7 +60,7 @@ func TestSameSeedSameStream(t *testing.T) {
 func TestStreamsAreOrderedAndLabelled(t *testing.T) {
 	ladder := Ladder{{Rate: 30, Duration: 10 * time.Second, Warmup: true}, {Rate: 60, Duration: 10 * time.Second}}
 	for _, name := range Names() {
-		g, err := New(name, Options{Seed: 5, Ladder: ladder})
+		g, err := New(name, withTracePath(t, name, Options{Seed: 5, Ladder: ladder}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -491,5 +494,47 @@ func BenchmarkSharedPrefix12000(b *testing.B) {
 				b.Fatal("stream ended early")
 			}
 		}
+	}
+}
+
+// Classes assigned to a workload without objectives follow the shares and leave the
+// requests themselves as they were.
+func TestWithClasses(t *testing.T) {
+	const n = 6000
+	plain, err := New(NameSharedPrefix, Options{Seed: 4, Ladder: ConstantLadder(20, time.Hour), MaxRequests: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := New(NameSharedPrefix, Options{Seed: 4, Ladder: ConstantLadder(20, time.Hour), MaxRequests: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := WithClasses(base, 9, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for i := range n {
+		want, ok1 := plain.Next()
+		got, ok2 := g.Next()
+		if !ok1 || !ok2 {
+			t.Fatalf("stream ended at %d", i)
+		}
+		if got.At != want.At || got.Prompt != want.Prompt || got.MaxTokens != want.MaxTokens || got.ID != want.ID {
+			t.Fatalf("request %d changed beyond its class", i)
+		}
+		count[got.Class]++
+		if got.SLOTTFT == 0 || got.Objective != got.Class {
+			t.Fatalf("request %d: class %q TTFT %v objective %q", i, got.Class, got.SLOTTFT, got.Objective)
+		}
+	}
+	for _, c := range DefaultClasses() {
+		share := float64(count[c.Name]) / n
+		if math.Abs(share-c.Share) > 0.03 {
+			t.Errorf("class %s: share %.3f, want %.2f", c.Name, share, c.Share)
+		}
+	}
+	if _, err := WithClasses(plain, 1, []Class{{Name: "x"}}); err == nil {
+		t.Error("a class without a share accepted")
 	}
 }

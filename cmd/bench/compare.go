@@ -1,0 +1,637 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/augur-llm/augur/models"
+	"github.com/augur-llm/augur/predictor"
+	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/windtunnel/corpus"
+	"github.com/augur-llm/augur/windtunnel/report"
+	"github.com/augur-llm/augur/windtunnel/sim"
+	"github.com/augur-llm/augur/windtunnel/virtual"
+	"github.com/augur-llm/augur/windtunnel/workload"
+)
+
+// Policies a comparison runs, in the order tables show them: the baselines, Augur, and the
+// clairvoyant reference.
+var comparePolicies = []string{"round-robin", "llm-d", "llm-d-token", "llm-d-active", "llm-d-predicted", "augur", "clairvoyant"}
+
+// heuristicBaselines are the baselines that need no predictor; capacity is measured with
+// the best of them.
+var heuristicBaselines = []string{"round-robin", "llm-d", "llm-d-token", "llm-d-active"}
+
+// usesPredictor reports whether a policy needs latency models.
+func usesPredictor(policy string) bool { return policy == "augur" || policy == "llm-d-predicted" }
+
+// benchWorkload is one workload of a comparison: a stream on a pool.
+type benchWorkload struct {
+	Name     string // as --workloads names it
+	Workload string // workload.New's name
+	Pool     string
+	// Classes: the stream carries no objectives of its own; the reference classes are
+	// assigned by a seeded rule.
+	Classes bool
+}
+
+func compareWorkloads() []benchWorkload {
+	return []benchWorkload{
+		{Name: "shared-prefix", Workload: workload.NameSharedPrefix, Pool: "8x8b-h100", Classes: true},
+		{Name: "mixed-slo", Workload: workload.NameMixedSLO, Pool: "8x8b-h100"},
+		{Name: "heterogeneous", Workload: workload.NameHeterogeneous, Pool: "6x8b-h100,2x8b-a100"},
+		{Name: "azure-conv", Workload: workload.NameAzureConv, Pool: "8x8b-h100"},
+		{Name: "mooncake", Workload: workload.NameMooncake, Pool: "8x8b-h100"},
+	}
+}
+
+func (w benchWorkload) generator(seed uint64, rate float64, d time.Duration) (workload.Generator, error) {
+	g, err := workload.New(w.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, d)})
+	if err != nil {
+		return nil, err
+	}
+	if w.Classes {
+		return workload.WithClasses(g, seed, nil)
+	}
+	return g, nil
+}
+
+// compareOptions are the flags of --compare.
+type compareOptions struct {
+	workloads  string
+	policies   string
+	loads      string
+	seeds      string
+	runLength  time.Duration
+	capacities string
+	plots      string
+	models     string
+	parallel   int
+}
+
+// cell is one policy's figures at one load of one workload, for one seed.
+type cell struct {
+	Attainment  *float64            `json:"attainment"`
+	ByClass     map[string]*float64 `json:"attainment_by_class"`
+	GoodputRPS  *float64            `json:"goodput_rps"`
+	TTFTP50     *float64            `json:"ttft_p50_ms"`
+	TTFTP99     *float64            `json:"ttft_p99_ms"`
+	TPOTP99     *float64            `json:"tpot_p99_ms"`
+	HitRate     *float64            `json:"hit_rate"`
+	Requests    int                 `json:"requests"`
+	Infeasible  int                 `json:"decisions_known_to_miss"`
+	WallSeconds float64             `json:"wall_s"`
+}
+
+// comparison is the whole result, as written with --json.
+type comparison struct {
+	RunLength  string                                  `json:"run_length"`
+	Seeds      []uint64                                `json:"seeds"`
+	Loads      []float64                               `json:"loads"`
+	Policies   []string                                `json:"policies"`
+	Models     string                                  `json:"models"`
+	Workloads  []benchWorkload                         `json:"workloads"`
+	Capacities map[string]float64                      `json:"capacities"`
+	Results    map[string]map[string]map[string][]cell `json:"results"` // workload -> load -> policy -> per seed
+}
+
+func loadKey(l float64) string { return strconv.FormatFloat(l, 'f', 2, 64) }
+
+func parseList[T any](s, what string, conv func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := conv(f)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %q: %w", what, f, err)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--%s: empty", what)
+	}
+	return out, nil
+}
+
+// profileFor is the scheduling profile a comparison runs a policy with on pool: the
+// built-in profile, with llm-d's peak prefill throughput calibrated for the pool's replica
+// classes as llm-d calibrates it.
+func profileFor(policy, pool string) (scheduler.ProfileConfig, error) {
+	name := policy
+	if policy == "clairvoyant" {
+		name = "augur"
+	}
+	pc, ok := scheduler.BuiltinProfiles()[name]
+	if !ok {
+		return pc, fmt.Errorf("unknown policy %q", policy)
+	}
+	specs, err := virtual.ParsePool(pool)
+	if err != nil {
+		return pc, err
+	}
+	peaks := map[string]float64{}
+	for _, sp := range specs {
+		if _, ok := peaks[sp.Profile.Name]; ok {
+			continue
+		}
+		if peaks[sp.Profile.Name], err = peakOf(sp.Profile); err != nil {
+			return pc, err
+		}
+	}
+	return scheduler.WithPeakPrefillThroughput(pc, peaks)
+}
+
+var peakCache sync.Map // profile name -> float64
+
+// peakOf is the profile's peak prefill throughput, calibrated once per process.
+func peakOf(p sim.Profile) (float64, error) {
+	if v, ok := peakCache.Load(p.Name); ok {
+		return v.(float64), nil
+	}
+	v, err := sim.PeakPrefillThroughput(p)
+	if err != nil {
+		return 0, err
+	}
+	peakCache.Store(p.Name, v)
+	return v, nil
+}
+
+// compare runs every policy over every workload's load ladder and seeds in virtual time, with
+// the same arrivals for every policy, and reports attainment and latency side by side.
+func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	co := o.compare
+	progress := progressTo(o, stderr)
+	byName := map[string]benchWorkload{}
+	for _, w := range compareWorkloads() {
+		byName[w.Name] = w
+	}
+	var wls []benchWorkload
+	names, _ := parseList(co.workloads, "workloads", func(s string) (string, error) { return s, nil })
+	for _, n := range names {
+		w, ok := byName[n]
+		if !ok {
+			return fmt.Errorf("--workloads: unknown %q", n)
+		}
+		wls = append(wls, w)
+	}
+	policies, err := parseList(co.policies, "policies", func(s string) (string, error) {
+		if s == "clairvoyant" || slices.Contains(policyNames(), s) {
+			return s, nil
+		}
+		return "", errors.New("unknown policy")
+	})
+	if err != nil {
+		return err
+	}
+	loads, err := parseList(co.loads, "loads", func(s string) (float64, error) {
+		v, err := strconv.ParseFloat(s, 64)
+		if err == nil && !(v > 0 && v <= 10) {
+			err = errors.New("want a multiple of capacity in (0, 10]")
+		}
+		return v, err
+	})
+	if err != nil {
+		return err
+	}
+	seeds, err := parseList(co.seeds, "seeds", func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) })
+	if err != nil {
+		return err
+	}
+	for _, s := range seeds {
+		if s >= firstModelSeed {
+			return fmt.Errorf("--seeds: %d: seeds from %d on train the models", s, firstModelSeed)
+		}
+	}
+	caps := map[string]float64{}
+	if co.capacities != "" {
+		kvs, err := parseList(co.capacities, "capacities", func(s string) ([2]string, error) {
+			k, v, ok := strings.Cut(s, "=")
+			if !ok {
+				return [2]string{}, errors.New("want WORKLOAD=REQ/S")
+			}
+			return [2]string{k, v}, nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, kv := range kvs {
+			v, err := strconv.ParseFloat(kv[1], 64)
+			if err != nil || !(v > 0) {
+				return fmt.Errorf("--capacities: %s: bad rate %q", kv[0], kv[1])
+			}
+			caps[kv[0]] = v
+		}
+	}
+
+	var set *predictor.Set
+	modelsNote := "none needed"
+	if slices.ContainsFunc(policies, usesPredictor) {
+		if set, modelsNote, err = benchModels(ctx, o, stdout, progress); err != nil {
+			return err
+		}
+	}
+
+	// Capacity: the highest rate at which the best heuristic baseline completes 97% of what
+	// arrives.
+	for _, w := range wls {
+		if _, ok := caps[w.Name]; ok {
+			fmt.Fprintf(stdout, "capacity of %s on %s: %.1f req/s (given)\n", w.Name, w.Pool, caps[w.Name])
+			continue
+		}
+		start := time.Now()
+		best, bestPolicy := 0.0, ""
+		for _, pol := range heuristicBaselines {
+			pc, err := profileFor(pol, w.Pool)
+			if err != nil {
+				return err
+			}
+			progress("\rcapacity of %s under %s...            ", w.Name, pol)
+			wrap := func(g workload.Generator) (workload.Generator, error) {
+				if w.Classes {
+					return workload.WithClasses(g, seeds[0], nil)
+				}
+				return g, nil
+			}
+			c, err := corpus.CapacityWith(ctx, corpus.Scenario{Workload: w.Workload, Pool: w.Pool}, seeds[0], 2*time.Minute, pc, wrap)
+			if err != nil {
+				return err
+			}
+			if c > best {
+				best, bestPolicy = c, pol
+			}
+		}
+		progress("\n")
+		caps[w.Name] = best
+		fmt.Fprintf(stdout, "capacity of %s on %s: %.1f req/s, under %s, the best heuristic baseline (measured in %s)\n",
+			w.Name, w.Pool, best, bestPolicy, time.Since(start).Round(100*time.Millisecond))
+	}
+
+	type job struct {
+		w      benchWorkload
+		load   float64
+		seed   uint64
+		policy string
+	}
+	var jobs []job
+	for _, w := range wls {
+		for _, l := range loads {
+			for _, s := range seeds {
+				for _, p := range policies {
+					jobs = append(jobs, job{w, l, s, p})
+				}
+			}
+		}
+	}
+	res := comparison{RunLength: co.runLength.String(), Seeds: seeds, Loads: loads, Policies: policies, Models: modelsNote,
+		Workloads: wls, Capacities: caps, Results: map[string]map[string]map[string][]cell{}}
+	for _, w := range wls {
+		res.Results[w.Name] = map[string]map[string][]cell{}
+		for _, l := range loads {
+			res.Results[w.Name][loadKey(l)] = map[string][]cell{}
+			for _, p := range policies {
+				res.Results[w.Name][loadKey(l)][p] = make([]cell, len(seeds))
+			}
+		}
+	}
+	par := co.parallel
+	if par <= 0 {
+		par = runtime.GOMAXPROCS(0)
+	}
+	var mu sync.Mutex
+	var firstErr error
+	done := 0
+	work := make(chan job)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, set)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("%s at %.2fx, seed %d, %s: %w", j.w.Name, j.load, j.seed, j.policy, err)
+				}
+				res.Results[j.w.Name][loadKey(j.load)][j.policy][slices.Index(seeds, j.seed)] = c
+				done++
+				progress("\rruns: %d/%d (%s)        ", done, len(jobs), time.Since(start).Round(time.Second))
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, j := range jobs {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed || ctx.Err() != nil {
+			break
+		}
+		work <- j
+	}
+	close(work)
+	wg.Wait()
+	progress("\n")
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d runs of %s (%d workloads x %d loads x %d seeds x %d policies) in %s; models: %s\n",
+		len(jobs), co.runLength, len(wls), len(loads), len(seeds), len(policies), time.Since(start).Round(time.Second), modelsNote)
+	writeComparison(stdout, &res)
+	if co.plots != "" {
+		if err := writePlots(co.plots, &res); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "plots written to %s\n", co.plots)
+	}
+	if o.jsonPath != "" {
+		b, err := json.MarshalIndent(&res, "", " ")
+		if err != nil {
+			return err
+		}
+		if o.jsonPath == "-" {
+			_, err = stdout.Write(append(b, '\n'))
+			return err
+		}
+		return os.WriteFile(o.jsonPath, append(b, '\n'), 0o644)
+	}
+	return nil
+}
+
+// runCell runs one workload at one rate under one policy and summarises it.
+func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, set *predictor.Set) (cell, error) {
+	start := time.Now()
+	specs, err := virtual.ParsePool(w.Pool)
+	if err != nil {
+		return cell{}, err
+	}
+	g, err := w.generator(seed, rate, d)
+	if err != nil {
+		return cell{}, err
+	}
+	pc, err := profileFor(policy, w.Pool)
+	if err != nil {
+		return cell{}, err
+	}
+	vc := virtual.Config{Replicas: specs, Profile: pc, Seed: seed}
+	switch {
+	case policy == "clairvoyant":
+		return cell{}, errors.New("the clairvoyant reference is not available in this build")
+	case usesPredictor(policy):
+		if set == nil {
+			return cell{}, errors.New("no models")
+		}
+		vc.PredictorFor = func(clk clock.PassiveClock) scheduler.Predictor {
+			p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
+			p.Swap(set)
+			return p
+		}
+	}
+	r, err := virtual.Run(ctx, vc, g.Next)
+	if err != nil {
+		return cell{}, err
+	}
+	rep := report.Compute(r.Outcomes, report.Options{Window: report.Window{From: 0, To: d}})
+	c := cell{Attainment: rep.Overall.SLOAttainment, GoodputRPS: rep.Overall.GoodputRPS, TTFTP50: rep.Overall.TTFT.P50,
+		TTFTP99: rep.Overall.TTFT.P99, TPOTP99: rep.Overall.TPOT.P99, HitRate: rep.Overall.PrefixHitRate,
+		Requests: rep.Overall.Requests, ByClass: map[string]*float64{}, WallSeconds: time.Since(start).Seconds()}
+	for _, cl := range rep.Classes {
+		c.ByClass[cl.Name] = cl.SLOAttainment
+	}
+	return c, nil
+}
+
+// firstModelSeed is where the seeds of the traffic that trains a comparison's models begin:
+// far from the seeds benchmarks run (1, 2, 3, ...) and from --learn's held-out seeds (1001+).
+const firstModelSeed = 2001
+
+// modelsCache is where models trained for benchmarks are kept between runs.
+const modelsCache = ".cache/bench-models"
+
+// benchModels returns the models predictor-based policies use: those in --models DIR, else
+// those trained earlier into modelsCache, else models it trains now on wind-tunnel traffic
+// from seeds firstModelSeed on (never the benchmark's seeds) and keeps there.
+func benchModels(ctx context.Context, o options, stdout io.Writer, progress func(string, ...any)) (*predictor.Set, string, error) {
+	dir := o.compare.models
+	if dir != "" {
+		arts, err := models.ReadDir(dir)
+		if err != nil {
+			return nil, "", fmt.Errorf("--models: %w", err)
+		}
+		set, err := predictor.Load(arts)
+		if err != nil {
+			return nil, "", fmt.Errorf("--models %s: %w", dir, err)
+		}
+		note := fmt.Sprintf("%s from %s", set.Version(), dir)
+		fmt.Fprintf(stdout, "models: %s\n", note)
+		return set, note, nil
+	}
+	if arts, err := models.ReadDir(modelsCache); err == nil && len(arts) > 0 {
+		if set, err := predictor.Load(arts); err == nil {
+			note := fmt.Sprintf("%s, trained earlier on wind-tunnel traffic from seeds %d on, kept in %s (delete it to retrain)", set.Version(), firstModelSeed, modelsCache)
+			fmt.Fprintf(stdout, "models: %s\n", note)
+			return set, note, nil
+		}
+	}
+	fmt.Fprintf(stdout, "models: none given (--models DIR): training them first on wind-tunnel traffic from seeds %d on, not the benchmark's\n", firstModelSeed)
+	tr, err := trainCorpus(ctx, o, firstModelSeed, stdout, progress)
+	if err != nil {
+		return nil, "", err
+	}
+	tr.stop()
+	if err := os.MkdirAll(modelsCache, 0o755); err != nil {
+		return nil, "", err
+	}
+	if err := writeModels(modelsCache, tr.champions); err != nil {
+		return nil, "", err
+	}
+	note := fmt.Sprintf("%s, trained now on wind-tunnel traffic from seeds %d on, kept in %s", tr.set.Version(), firstModelSeed, modelsCache)
+	fmt.Fprintf(stdout, "models: %s\n", note)
+	return tr.set, note, nil
+}
+
+// stats are a figure's mean over seeds and its range.
+type stats struct {
+	mean, lo, hi float64
+	n            int
+}
+
+func over(cells []cell, get func(cell) *float64) stats {
+	s := stats{lo: math.Inf(1), hi: math.Inf(-1)}
+	for _, c := range cells {
+		if v := get(c); v != nil && !math.IsNaN(*v) {
+			s.mean += *v
+			s.lo, s.hi = min(s.lo, *v), max(s.hi, *v)
+			s.n++
+		}
+	}
+	if s.n > 0 {
+		s.mean /= float64(s.n)
+	}
+	return s
+}
+
+func (s stats) pct() string {
+	if s.n == 0 {
+		return "n/a"
+	}
+	if s.n == 1 || s.hi-s.lo < 0.0005 {
+		return fmt.Sprintf("%.1f", 100*s.mean)
+	}
+	return fmt.Sprintf("%.1f (%.1f-%.1f)", 100*s.mean, 100*s.lo, 100*s.hi)
+}
+
+func (s stats) num(prec int) string {
+	if s.n == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(s.mean, 'f', prec, 64)
+}
+
+func attainmentOf(c cell) *float64 { return c.Attainment }
+
+// writeComparison prints, per workload, attainment by load and policy, a detailed table, and
+// the goals' verdicts.
+func writeComparison(w io.Writer, res *comparison) {
+	for _, wl := range res.Workloads {
+		fmt.Fprintf(w, "\n%s on %s, capacity %.1f req/s: SLO attainment %% (mean over seeds %v, range)\n", wl.Name, wl.Pool, res.Capacities[wl.Name], res.Seeds)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "load\treq/s\t")
+		for _, p := range res.Policies {
+			fmt.Fprintf(tw, "%s\t", p)
+		}
+		fmt.Fprintln(tw)
+		for _, l := range res.Loads {
+			fmt.Fprintf(tw, "%.2fx\t%.1f\t", l, l*res.Capacities[wl.Name])
+			for _, p := range res.Policies {
+				fmt.Fprintf(tw, "%s\t", over(res.Results[wl.Name][loadKey(l)][p], attainmentOf).pct())
+			}
+			fmt.Fprintln(tw)
+		}
+		tw.Flush()
+
+		classes := map[string]bool{}
+		for _, byPol := range res.Results[wl.Name] {
+			for _, cells := range byPol {
+				for _, c := range cells {
+					for k := range c.ByClass {
+						classes[k] = true
+					}
+				}
+			}
+		}
+		cls := make([]string, 0, len(classes))
+		for k := range classes {
+			cls = append(cls, k)
+		}
+		sort.Strings(cls)
+		fmt.Fprintf(w, "\n%s: per policy and load (means over seeds; latencies in ms)\n", wl.Name)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "load\tpolicy\tslo%\t")
+		for _, k := range cls {
+			fmt.Fprintf(tw, "%s%%\t", k)
+		}
+		fmt.Fprintln(tw, "goodput/s\tttft p50\tttft p99\ttpot p99\thit%\t")
+		for _, l := range res.Loads {
+			for _, p := range res.Policies {
+				cells := res.Results[wl.Name][loadKey(l)][p]
+				fmt.Fprintf(tw, "%.2fx\t%s\t%s\t", l, p, over(cells, attainmentOf).pct())
+				for _, k := range cls {
+					fmt.Fprintf(tw, "%s\t", over(cells, func(c cell) *float64 { return c.ByClass[k] }).pct())
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n",
+					over(cells, func(c cell) *float64 { return c.GoodputRPS }).num(2),
+					over(cells, func(c cell) *float64 { return c.TTFTP50 }).num(0),
+					over(cells, func(c cell) *float64 { return c.TTFTP99 }).num(0),
+					over(cells, func(c cell) *float64 { return c.TPOTP99 }).num(1),
+					pctOrDash(over(cells, func(c cell) *float64 { return c.HitRate })))
+			}
+		}
+		tw.Flush()
+		writeVerdicts(w, res, wl)
+	}
+}
+
+func pctOrDash(s stats) string {
+	if s.n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", 100*s.mean)
+}
+
+// writeVerdicts states Augur's standing against the goals on one workload.
+func writeVerdicts(w io.Writer, res *comparison, wl benchWorkload) {
+	if !slices.Contains(res.Policies, "augur") {
+		return
+	}
+	att := func(l float64, p string) stats { return over(res.Results[wl.Name][loadKey(l)][p], attainmentOf) }
+	var baselines []string
+	for _, p := range res.Policies {
+		if p != "augur" && p != "clairvoyant" {
+			baselines = append(baselines, p)
+		}
+	}
+	var behind []string
+	knee := -1.0
+	for _, l := range res.Loads {
+		a := att(l, "augur")
+		bestBase, bestName := -1.0, ""
+		for _, b := range baselines {
+			if s := att(l, b); s.n > 0 && s.mean > bestBase {
+				bestBase, bestName = s.mean, b
+			}
+		}
+		if a.n > 0 && bestBase >= 0 && a.mean < bestBase-0.01 {
+			behind = append(behind, fmt.Sprintf("%.2fx: %.1f vs %s %.1f", l, 100*a.mean, bestName, 100*bestBase))
+		}
+		if knee < 0 && bestBase >= 0 && bestBase < 0.8 {
+			knee = l
+			gain := 100 * (a.mean - bestBase)
+			line := fmt.Sprintf("%s: at %.2fx, where the best baseline (%s) falls below 80%% (%.1f%%), Augur scores %.1f%%: %+.1f points",
+				wl.Name, l, bestName, 100*bestBase, 100*a.mean, gain)
+			if cv := att(l, "clairvoyant"); cv.n > 0 {
+				line += fmt.Sprintf("; clairvoyant %.1f%% (%+.1f over the baseline)", 100*cv.mean, 100*(cv.mean-bestBase))
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	if len(behind) == 0 {
+		fmt.Fprintf(w, "%s: Augur at least every baseline (within 1 point) at every load\n", wl.Name)
+	} else {
+		fmt.Fprintf(w, "%s: Augur more than 1 point behind a baseline at %s\n", wl.Name, strings.Join(behind, "; "))
+	}
+	if knee < 0 {
+		fmt.Fprintf(w, "%s: no load of the ladder brings the best baseline below 80%%\n", wl.Name)
+	}
+	if slices.Contains(res.Policies, "clairvoyant") {
+		worst, at := 0.0, 0.0
+		for _, l := range res.Loads {
+			a, cv := att(l, "augur"), att(l, "clairvoyant")
+			if a.n > 0 && cv.n > 0 && cv.mean-a.mean > worst {
+				worst, at = cv.mean-a.mean, l
+			}
+		}
+		fmt.Fprintf(w, "%s: largest gap to the clairvoyant %.1f points (at %.2fx)\n", wl.Name, 100*worst, at)
+	}
+}

@@ -1,0 +1,370 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Strategies of the SLO picker for choosing among the replicas predicted to meet a request's
+// objectives.
+const (
+	// StrategyBestFit picks the feasible replica with the least relative headroom that still
+	// leaves the margin (the most headroom when none does): requests with loose objectives
+	// fill slow or busy replicas, keeping fast, idle ones free for tight objectives.
+	StrategyBestFit = "best-fit"
+	// StrategyMostHeadroom picks the feasible replica with the most relative headroom: the
+	// lowest predicted latency for the request, spreading load.
+	StrategyMostHeadroom = "most-headroom"
+)
+
+// ObjectiveSLO is a configured objective's default latency objectives, for requests that
+// name the objective and state no SLO of their own, and the quantiles judging them.
+type ObjectiveSLO struct {
+	TTFTMs float64 `json:"ttftMs"`
+	TPOTMs float64 `json:"tpotMs"`
+	// TTFTQuantile and TPOTQuantile override the picker's for this objective.
+	TTFTQuantile string `json:"ttftQuantile"`
+	TPOTQuantile string `json:"tpotQuantile"`
+}
+
+// SLOArgs configure the SLO picker ("slo"), Augur's policy.
+type SLOArgs struct {
+	// Strategy chooses among the feasible: StrategyBestFit (default, with Margin) or
+	// StrategyMostHeadroom. Best-fit with a margin lets loose objectives (batch) queue on
+	// replicas that tight ones (interactive) then avoid: in the wind tunnel
+	// (docs/benchmarks.md) it kept the interactive class above 90% at 1.5x capacity, where
+	// most-headroom fell to 11%. Without a margin, best-fit packs requests up to their
+	// predicted limits and a prediction's error decides whether they meet them.
+	Strategy string `json:"strategy"`
+	// TTFTQuantile and TPOTQuantile choose the prediction each objective is judged by:
+	// QuantileUpper (default) or QuantileMean.
+	TTFTQuantile string `json:"ttftQuantile"`
+	TPOTQuantile string `json:"tpotQuantile"`
+	// TPOTBuffer scales the TPOT limit of a replica (default 1): a new request must keep the
+	// predicted TPOT within TPOTBuffer x the tightest TPOT objective of the request and of the
+	// requests already running there.
+	TPOTBuffer float64 `json:"tpotBuffer"`
+	// TTFTWeight and TPOTWeight weigh relative violations when nothing is feasible (default 1).
+	TTFTWeight float64 `json:"ttftWeight"`
+	TPOTWeight float64 `json:"tpotWeight"`
+	// Explore is the share of decisions, 0..1, whose primary is drawn uniformly at random, so
+	// that the samples the models learn from cover replicas the policy would not choose.
+	Explore float64 `json:"explore"`
+	// Default applies to requests that state no SLO and name no configured objective.
+	Default *ObjectiveSLO `json:"default"`
+	// Objectives are default SLOs by objective name (the x-gateway-inference-objective header).
+	Objectives map[string]ObjectiveSLO `json:"objectives"`
+	// Margin is best-fit's safety margin, as a share of each objective (default 0.5): it
+	// packs requests onto the feasible replica with the least headroom that still leaves
+	// Margin, and takes the most headroom when none does, so a prediction's error does not
+	// decide whether a packed request meets its objectives.
+	Margin float64 `json:"margin"`
+	// OutputTokens is the output length assumed for a request without max_tokens when
+	// ranking by predicted end-to-end latency (requests without objectives); default 128.
+	OutputTokens int `json:"outputTokens"`
+}
+
+// SLOPicker is Augur's policy. For every candidate it reads the predicted TTFT and TPOT of the
+// request there (set by the scheduler's predictor before the picker runs), computes the
+// headroom to the request's objectives, and orders the feasible candidates (both headrooms at
+// least 0) by its strategy, then the infeasible by their weighted violation. Prefix affinity,
+// queues and replica speed enter through the predictions, not through weights. A replica's
+// TPOT limit is also the tightest TPOT objective among the requests already running there,
+// because a new stream slows every stream in the batch. A request with no objective at all
+// goes where its predicted end-to-end latency is lowest. Without predictions the picker
+// orders by the profile's scores, as max-score does.
+type SLOPicker struct {
+	r            lockedRand
+	bestFit      bool
+	ttftUpper    bool
+	tpotUpper    bool
+	tpotBuffer   float64
+	ttftW, tpotW float64
+	explore      float64
+	def          *objective
+	objectives   map[string]objective
+	outputTokens int
+	margin       float64
+	fallback     *MaxScorePicker
+}
+
+// objective is an ObjectiveSLO validated and converted.
+type objective struct {
+	ttft, tpot           float64 // ms, 0 = none
+	ttftUpper, tpotUpper bool
+}
+
+func quantileIsUpper(q, dflt string) (bool, error) {
+	switch q {
+	case "":
+		return dflt == QuantileUpper, nil
+	case QuantileUpper:
+		return true, nil
+	case QuantileMean:
+		return false, nil
+	}
+	return false, fmt.Errorf("quantile %q: want %q or %q", q, QuantileUpper, QuantileMean)
+}
+
+// NewSLOPicker validates a and returns the picker; seed drives exploration and tie-breaks.
+func NewSLOPicker(a SLOArgs, seed uint64) (*SLOPicker, error) {
+	p := &SLOPicker{r: newLockedRand(seed, 0x5107), tpotBuffer: 1, ttftW: 1, tpotW: 1, outputTokens: 128,
+		fallback: NewMaxScorePicker(seed)}
+	switch a.Strategy {
+	case "", StrategyBestFit:
+		p.bestFit = true
+	case StrategyMostHeadroom:
+	default:
+		return nil, fmt.Errorf("strategy %q: want %q or %q", a.Strategy, StrategyBestFit, StrategyMostHeadroom)
+	}
+	var err error
+	if p.ttftUpper, err = quantileIsUpper(a.TTFTQuantile, QuantileUpper); err != nil {
+		return nil, fmt.Errorf("ttftQuantile: %w", err)
+	}
+	if p.tpotUpper, err = quantileIsUpper(a.TPOTQuantile, QuantileUpper); err != nil {
+		return nil, fmt.Errorf("tpotQuantile: %w", err)
+	}
+	if a.TPOTBuffer != 0 {
+		if !(a.TPOTBuffer > 0 && a.TPOTBuffer <= 10) {
+			return nil, fmt.Errorf("tpotBuffer %v must be in (0, 10]", a.TPOTBuffer)
+		}
+		p.tpotBuffer = a.TPOTBuffer
+	}
+	for _, w := range []struct {
+		v   float64
+		dst *float64
+		n   string
+	}{{a.TTFTWeight, &p.ttftW, "ttftWeight"}, {a.TPOTWeight, &p.tpotW, "tpotWeight"}} {
+		if w.v != 0 {
+			if !(w.v > 0 && w.v <= 1e6) {
+				return nil, fmt.Errorf("%s %v must be in (0, 1e6]", w.n, w.v)
+			}
+			*w.dst = w.v
+		}
+	}
+	if !(a.Explore >= 0 && a.Explore <= 1) {
+		return nil, fmt.Errorf("explore %v must be between 0 and 1", a.Explore)
+	}
+	p.explore = a.Explore
+	p.margin = 0.5
+	if a.Margin != 0 {
+		if !(a.Margin > 0 && a.Margin < 1) {
+			return nil, fmt.Errorf("margin %v must be in (0, 1)", a.Margin)
+		}
+		p.margin = a.Margin
+	}
+	if a.OutputTokens < 0 {
+		return nil, fmt.Errorf("outputTokens %d must not be negative", a.OutputTokens)
+	}
+	if a.OutputTokens > 0 {
+		p.outputTokens = a.OutputTokens
+	}
+	conv := func(name string, o ObjectiveSLO) (objective, error) {
+		if !(o.TTFTMs >= 0 && o.TPOTMs >= 0) || o.TTFTMs > 1e7 || o.TPOTMs > 1e7 {
+			return objective{}, fmt.Errorf("%s: ttftMs %v and tpotMs %v must be between 0 and 1e7", name, o.TTFTMs, o.TPOTMs)
+		}
+		ob := objective{ttft: o.TTFTMs, tpot: o.TPOTMs}
+		var err error
+		if ob.ttftUpper, err = quantileIsUpper(o.TTFTQuantile, quantileName(p.ttftUpper)); err != nil {
+			return objective{}, fmt.Errorf("%s: ttftQuantile: %w", name, err)
+		}
+		if ob.tpotUpper, err = quantileIsUpper(o.TPOTQuantile, quantileName(p.tpotUpper)); err != nil {
+			return objective{}, fmt.Errorf("%s: tpotQuantile: %w", name, err)
+		}
+		return ob, nil
+	}
+	if a.Default != nil {
+		d, err := conv("default", *a.Default)
+		if err != nil {
+			return nil, err
+		}
+		p.def = &d
+	}
+	if len(a.Objectives) > 0 {
+		p.objectives = make(map[string]objective, len(a.Objectives))
+		for name, o := range a.Objectives {
+			ob, err := conv("objective "+name, o)
+			if err != nil {
+				return nil, err
+			}
+			p.objectives[name] = ob
+		}
+	}
+	return p, nil
+}
+
+func quantileName(upper bool) string {
+	if upper {
+		return QuantileUpper
+	}
+	return QuantileMean
+}
+
+// Name implements Picker.
+func (*SLOPicker) Name() string { return "slo" }
+
+// objectiveOf is what req is judged by: its own SLO header values, completed by its
+// objective's (or the default) configured values for what it does not state.
+func (p *SLOPicker) objectiveOf(req *Request) objective {
+	o := objective{ttft: ms(req.SLO.TTFT), tpot: ms(req.SLO.TPOT), ttftUpper: p.ttftUpper, tpotUpper: p.tpotUpper}
+	conf, ok := p.objectives[req.Objective]
+	if !ok {
+		if p.def == nil {
+			return o
+		}
+		conf = *p.def
+	}
+	o.ttftUpper, o.tpotUpper = conf.ttftUpper, conf.tpotUpper
+	if o.ttft == 0 {
+		o.ttft = conf.ttft
+	}
+	if o.tpot == 0 {
+		o.tpot = conf.tpot
+	}
+	return o
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// judge is one candidate's standing: feasible candidates rank by headroom, the rest by
+// violation, and requests without any objective by predicted latency.
+type judge struct {
+	feasible  bool
+	headroom  float64 // relative: the smallest (limit - predicted) / limit over the objectives
+	violation float64 // weighted relative excess over the limits
+	latency   float64 // predicted end-to-end ms, for requests without objectives
+}
+
+// judgeOf judges candidate c for req; ok is false when c carries no predictions.
+func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, bool) {
+	tv, pv := ValuePredictedTTFT, ValuePredictedTPOT
+	if o.ttftUpper {
+		tv = ValuePredictedTTFTUpper
+	}
+	if o.tpotUpper {
+		pv = ValuePredictedTPOTUpper
+	}
+	ttft, ok1 := c.Value(tv)
+	tpot, ok2 := c.Value(pv)
+	if !ok1 || !ok2 {
+		return judge{}, false
+	}
+	j := judge{feasible: true, headroom: 1}
+	out := req.MaxTokens
+	if out <= 0 {
+		out = p.outputTokens
+	}
+	j.latency = ttft + tpot*float64(max(out-1, 0))
+	if o.ttft > 0 {
+		j.headroom = min(j.headroom, (o.ttft-ttft)/o.ttft)
+		j.violation += p.ttftW * max(0, ttft/o.ttft-1)
+	}
+	// The replica's TPOT limit: the request's own objective and every running stream's.
+	// Headroom is judged on the request's own objectives; the running streams' bound only
+	// decides feasibility, or a request without a TPOT objective would rank replicas by
+	// the streams already there rather than by what it asks for.
+	if o.tpot > 0 {
+		limit := o.tpot * p.tpotBuffer
+		j.headroom = min(j.headroom, (limit-tpot)/limit)
+	}
+	limit := o.tpot
+	if run := ms(c.Load.TightestTPOTObjective); run > 0 && (limit == 0 || run < limit) {
+		limit = run
+	}
+	if limit > 0 {
+		limit *= p.tpotBuffer
+		j.violation += p.tpotW * max(0, tpot/limit-1)
+	}
+	j.feasible = j.violation == 0
+	return j, true
+}
+
+// better reports whether a ranks before b.
+func (p *SLOPicker) better(a, b judge, constrained bool) bool {
+	if a.feasible != b.feasible {
+		return a.feasible
+	}
+	if !a.feasible {
+		return a.violation < b.violation
+	}
+	if !constrained {
+		return a.latency < b.latency
+	}
+	if a.headroom != b.headroom {
+		if p.bestFit {
+			ina, inb := a.headroom >= p.margin, b.headroom >= p.margin
+			if ina != inb {
+				return ina
+			}
+			if ina {
+				return a.headroom < b.headroom
+			}
+		}
+		return a.headroom > b.headroom
+	}
+	return a.latency < b.latency
+}
+
+// Pick implements Picker.
+func (p *SLOPicker) Pick(ctx context.Context, req *Request, cands []Candidate, scores []float64, n int, order []int) []int {
+	o := p.objectiveOf(req)
+	// Judging needs one judge per candidate; a decision has at most a few hundred, so they
+	// live on the stack for the common sizes.
+	var buf [64]judge
+	js := buf[:0]
+	if len(cands) > len(buf) {
+		js = make([]judge, 0, len(cands))
+	}
+	constrained := o.ttft > 0 || o.tpot > 0
+	for i := range cands {
+		j, ok := p.judgeOf(req, o, &cands[i])
+		if !ok {
+			return p.fallback.Pick(ctx, req, cands, scores, n, order)
+		}
+		if cands[i].Load.TightestTPOTObjective > 0 {
+			constrained = true
+		}
+		cands[i].SetValue(ValueSLOViolation, j.violation)
+		js = append(js, j)
+	}
+	// Random order first, so that ties among equals are broken at random; then selection of
+	// the best n, which is all a decision needs.
+	start := len(order)
+	order, idx := p.r.shuffledIndices(order, len(cands))
+	m := min(n, len(idx))
+	for a := range m {
+		best := a
+		for b := a + 1; b < len(idx); b++ {
+			if p.better(js[idx[b]], js[idx[best]], constrained) {
+				best = b
+			}
+		}
+		idx[a], idx[best] = idx[best], idx[a]
+	}
+	if p.explore > 0 && len(idx) > 1 {
+		p.r.mu.Lock()
+		explore := p.r.rng.Float64() < p.explore
+		k := p.r.rng.IntN(len(idx))
+		p.r.mu.Unlock()
+		if explore {
+			// The drawn candidate becomes the primary; the ranking's choice stays the first
+			// fallback.
+			idx[0], idx[k] = idx[k], idx[0]
+			if k >= m && m > 1 {
+				idx[k], idx[m-1] = idx[m-1], idx[k]
+			}
+		}
+	}
+	return order[:start+m]
+}
+
+// Infeasible reports whether the decision's primary was predicted to miss the request's
+// objectives (known only when the SLO picker decided).
+func (r Result) Infeasible() bool {
+	if len(r.Targets) == 0 {
+		return false
+	}
+	v, ok := r.Targets[0].Value(ValueSLOViolation)
+	return ok && v > 0
+}
