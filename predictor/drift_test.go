@@ -124,19 +124,20 @@ func (s *stream) run(n int) {
 }
 
 // A replica that slows 1.5x (or speeds up as much) is found within 500 of its completions,
-// its predictions are corrected to its new speed, the others' are not, and new models start
-// afresh. A 1.2x slowdown is within the default threshold: its TPOT predictions follow it,
-// no drift is signalled; a threshold of 15% finds it.
+// its predictions are corrected to its new speed (TTFT with CorrectTTFT), the others' are
+// not, and new models start afresh. A 1.2x slowdown is within the default threshold: its
+// TPOT predictions follow it, no drift is signalled; a threshold of 15% finds it.
 func TestDriftFindsASlowedReplicaAndCorrectsIt(t *testing.T) {
 	for _, tc := range []struct {
 		factor, threshold float64
+		correctTTFT       bool
 		drifts            bool
 	}{
-		{1.5, 0, true}, {1 / 1.5, 0, true}, {1.2, 0, false}, {1.2, math.Log(1.15), true},
+		{1.5, 0, false, true}, {1.5, 0, true, true}, {1 / 1.5, 0, true, true}, {1.2, 0, false, false}, {1.2, math.Log(1.15), false, true},
 	} {
 		factor := tc.factor
 		reg := prometheus.NewRegistry()
-		s := newStream(t, 4, 40, reg, predictor.DriftOptions{Threshold: tc.threshold})
+		s := newStream(t, 4, 40, reg, predictor.DriftOptions{Threshold: tc.threshold, CorrectTTFT: tc.correctTTFT})
 		s.run(2000)
 		if len(s.onsets) != 0 {
 			t.Fatalf("onsets %+v before any slowdown", s.onsets)
@@ -159,7 +160,7 @@ func TestDriftFindsASlowedReplicaAndCorrectsIt(t *testing.T) {
 		}
 		o := s.onsets[0]
 		latency := o.completed - from
-		t.Logf("x%.2f, threshold %.3f: onset after %d completions of the replica (%s, ratio %.3f)", factor, tc.threshold, latency, o.target, o.ratio)
+		t.Logf("x%.2f, threshold %.3f, TTFT corrected %v: onset after %d completions of the replica (%s, ratio %.3f)", factor, tc.threshold, tc.correctTTFT, latency, o.target, o.ratio)
 		if latency > 500 {
 			t.Errorf("x%.2f: onset after %d of the replica's completions, want at most 500", factor, latency)
 		}
@@ -169,7 +170,11 @@ func TestDriftFindsASlowedReplicaAndCorrectsIt(t *testing.T) {
 		// Decisions now see the replica as it is.
 		used, model, _ := s.predict(0)
 		for ti := range used {
-			if r := used[ti] / model[ti] / factor; math.Abs(r-1) > 0.05 {
+			want := factor
+			if ti == 0 && !tc.correctTTFT {
+				want = 1
+			}
+			if r := used[ti] / model[ti] / want; math.Abs(r-1) > 0.05 {
 				t.Errorf("x%.2f: target %d: corrected prediction %.2f, the models' %.2f", factor, ti, used[ti], model[ti])
 			}
 		}
@@ -203,7 +208,7 @@ func TestDriftFindsASlowedReplicaAndCorrectsIt(t *testing.T) {
 
 // A replica that recovers stops drifting, and its predictions are the models' again.
 func TestDriftEndsWhenTheReplicaRecovers(t *testing.T) {
-	s := newStream(t, 2, 10, nil, predictor.DriftOptions{})
+	s := newStream(t, 2, 10, nil, predictor.DriftOptions{CorrectTTFT: true})
 	s.slowdown[1] = 1.5
 	s.run(2000)
 	if !s.p.Drift("r1").Drifting {

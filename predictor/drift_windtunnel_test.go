@@ -2,8 +2,11 @@ package predictor_test
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
+
+	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/picker"
@@ -12,25 +15,26 @@ import (
 	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/trainer"
 	"github.com/augur-llm/augur/windtunnel/corpus"
+	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/windtunnel/virtual"
 	"github.com/augur-llm/augur/windtunnel/workload"
 )
 
-// het is a small heterogeneous pool (two fast replicas, one slow) under the mixed-SLO
-// workload, and its capacity (corpus.CapacityOver, one-minute runs).
+// small is a heterogeneous pool (two fast replicas, one slow) under the mixed-SLO workload,
+// and its capacity (corpus.CapacityOver, one-minute runs).
 var (
-	het         = corpus.Scenario{Workload: workload.NameMixedSLO, Pool: "2x8b-h100,1x8b-a100"}
-	hetCapacity = 33.0
+	small         = corpus.Scenario{Workload: workload.NameMixedSLO, Pool: "2x8b-h100,1x8b-a100"}
+	smallCapacity = 33.0
 )
 
-// hetModels trains models on wind-tunnel traffic of het at loads from a quarter to all of
-// its capacity, with no replica slowed.
-func hetModels(t testing.TB) *predictor.Set {
+// trainOn trains models on wind-tunnel traffic of sc under the prefix-load policy at 0.4,
+// 0.6 and 0.8 of its capacity, one minute each, with slow applied in every run.
+func trainOn(t testing.TB, sc corpus.Scenario, capacity float64, slow []virtual.Slowdown) *predictor.Set {
 	t.Helper()
 	var rows []trainer.Row
 	_, err := corpus.Generate(context.Background(), corpus.Options{
-		Scenarios: []corpus.Scenario{het}, Loads: []float64{0.4, 0.6, 0.8}, Duration: 60 * time.Second, Policies: []string{"prefix-load"},
-		Capacities: map[corpus.Scenario]float64{het: hetCapacity},
+		Scenarios: []corpus.Scenario{sc}, Loads: []float64{0.4, 0.6, 0.8}, Duration: time.Minute, Policies: []string{"prefix-load"},
+		Capacities: map[corpus.Scenario]float64{sc: capacity}, Slowdowns: slow,
 		NewObservers: func(corpus.Run) []requestcontrol.Observer {
 			return []requestcontrol.Observer{requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
 				s := picker.SampleOf(c)
@@ -58,48 +62,68 @@ func hetModels(t testing.TB) *predictor.Set {
 	return set
 }
 
-// driftRun is what a virtual-time run of het saw.
+// driftCase is a virtual-time run of a scenario in which replica sim-0 may slow.
+type driftCase struct {
+	sc       corpus.Scenario
+	load     float64 // fraction of capacity
+	capacity float64
+	policy   string
+	set      *predictor.Set
+	drift    predictor.DriftOptions
+	factor   float64       // sim-0's slowdown (0: none)
+	at, d    time.Duration // the slowdown's instant; the arrivals' length
+	seed     uint64
+}
+
+// driftRun is what the run saw.
 type driftRun struct {
 	onsets []onsetAt
 	// slowed counts sim-0's completions since the slowdown.
 	slowed int
+	// after reports the requests that arrived from the slowdown's instant on.
+	after *report.Report
 }
 
-// runDrift runs het at load (a fraction of its capacity) for d with models set, replica sim-0
-// slowed by factor from at on (factor 0: never).
-func runDrift(t testing.TB, set *predictor.Set, load, factor float64, at, d time.Duration) driftRun {
+func (c driftCase) run(t testing.TB) driftRun {
 	t.Helper()
-	specs, err := virtual.ParsePool(het.Pool)
+	specs, err := virtual.ParsePool(c.sc.Pool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &virtual.Clock{}
 	var out driftRun
-	p := predictor.New(predictor.Options{Clock: clk, Log: quiet, SyncRefit: true, OnDrift: func(r string, tg models.Target, ratio float64) {
-		out.onsets = append(out.onsets, onsetAt{replica: r, target: tg, ratio: ratio, completed: out.slowed})
-	}})
-	p.Swap(set)
-	count := requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
-		if c.Target.Name == "sim-0" && clk.Now().Sub(virtual.Epoch()) >= at {
+	var clk clock.PassiveClock
+	var p *predictor.Predictor
+	count := requestcontrol.ObserverFunc(func(cp requestcontrol.Completion) {
+		if cp.Target.Name == "sim-0" && clk.Since(virtual.Epoch()) >= c.at {
 			out.slowed++
 		}
 	})
 	var slow []virtual.Slowdown
-	if factor > 0 {
-		slow = []virtual.Slowdown{{Replica: 0, At: at, Factor: factor}}
+	if c.factor > 0 {
+		slow = []virtual.Slowdown{{Replica: 0, At: c.at, Factor: c.factor}}
 	}
-	g, err := workload.New(het.Workload, workload.Options{Seed: 5, Ladder: workload.ConstantLadder(load*hetCapacity, d)})
+	g, err := workload.New(c.sc.Workload, workload.Options{Seed: c.seed, Ladder: workload.ConstantLadder(c.load*c.capacity, c.d)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := virtual.Run(context.Background(), virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()["prefix-load"], Seed: 5,
-		Clock: clk, Predictor: p, Observers: []requestcontrol.Observer{count, p}, Slowdowns: slow}, g.Next); err != nil {
+	res, err := virtual.Run(context.Background(), virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[c.policy], Seed: c.seed,
+		Observers: []requestcontrol.Observer{count}, Slowdowns: slow,
+		PredictorFor: func(vc clock.PassiveClock) scheduler.Predictor {
+			clk = vc
+			p = predictor.New(predictor.Options{Clock: vc, Log: quiet, SyncRefit: true, Drift: c.drift, OnDrift: func(r string, tg models.Target, ratio float64) {
+				out.onsets = append(out.onsets, onsetAt{replica: r, target: tg, ratio: ratio, completed: out.slowed})
+			}})
+			p.Swap(c.set)
+			return p
+		}}, g.Next)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range specs {
 		st := p.Drift(s.Name)
-		t.Logf("x%.1f: %s: drifting %v, TTFT x%.2f, TPOT x%.2f, %d completions", factor, s.Name, st.Drifting, st.TTFT, st.TPOT, st.TPOTSamples)
+		t.Logf("x%.1f: %s: drifting %v, TTFT x%.2f, TPOT x%.2f, %d completions", c.factor, s.Name, st.Drifting, st.TTFT, st.TPOT, st.TPOTSamples)
 	}
+	out.after = report.Compute(res.Outcomes, report.Options{Window: report.Window{From: c.at, To: c.d}})
 	return out
 }
 
@@ -107,18 +131,105 @@ func runDrift(t testing.TB, set *predictor.Set, load, factor float64, at, d time
 // mid-run drifts within 500 of its requests, and no other replica does; without the slowdown
 // none does.
 func TestDriftInVirtualTime(t *testing.T) {
-	set := hetModels(t)
-	const at, d = 20 * time.Second, 80 * time.Second
-	if stable := runDrift(t, set, 0.6, 0, at, d); len(stable.onsets) != 0 {
+	c := driftCase{sc: small, load: 0.6, capacity: smallCapacity, policy: "prefix-load", set: trainOn(t, small, smallCapacity, nil),
+		at: 20 * time.Second, d: 80 * time.Second, seed: 5}
+	if stable := c.run(t); len(stable.onsets) != 0 {
 		t.Errorf("no replica slowed: onsets %+v", stable.onsets)
 	}
-	slowed := runDrift(t, set, 0.6, 1.5, at, d)
+	c.factor = 1.5
+	slowed := c.run(t)
 	if len(slowed.onsets) != 1 || slowed.onsets[0].replica != "sim-0" {
 		t.Fatalf("sim-0 slowed 1.5x: onsets %+v (sim-0 completed %d requests since)", slowed.onsets, slowed.slowed)
 	}
 	o := slowed.onsets[0]
-	t.Logf("sim-0 slowed 1.5x at %v: drifting after %d of its completions (%s x%.2f); %d by the end", at, o.completed, o.target, o.ratio, slowed.slowed)
+	t.Logf("sim-0 slowed 1.5x at %v: drifting after %d of its completions (%s x%.2f); %d by the end", c.at, o.completed, o.target, o.ratio, slowed.slowed)
 	if o.completed > 500 {
 		t.Errorf("onset after %d of sim-0's completions, want at most 500", o.completed)
+	}
+}
+
+// augurModels trains models as the learning loop would on sc with slow applied: first on
+// traffic the prefix-load policy routes (trainOn), then on traffic the augur profile routes
+// with those models, at 0.4 to 0.95 of capacity.
+func augurModels(t testing.TB, sc corpus.Scenario, capacity float64, slow []virtual.Slowdown) *predictor.Set {
+	t.Helper()
+	first := trainOn(t, sc, capacity, slow)
+	specs, err := virtual.ParsePool(sc.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []trainer.Row
+	record := requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
+		s := picker.SampleOf(c)
+		if r, ok := trainer.RowOf(&s); ok {
+			rows = append(rows, r)
+		}
+	})
+	start := virtual.Epoch()
+	for i, load := range []float64{0.4, 0.6, 0.8, 0.95} {
+		seed := 100 + uint64(i)
+		g, err := workload.New(sc.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(load*capacity, time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := virtual.Run(context.Background(), virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()["augur"], Seed: seed,
+			Start: start, Slowdowns: slow, Observers: []requestcontrol.Observer{record},
+			PredictorFor: func(vc clock.PassiveClock) scheduler.Predictor {
+				p := predictor.New(predictor.Options{Clock: vc, Log: quiet, SyncRefit: true, Drift: predictor.DriftOptions{Off: true}})
+				p.Swap(first)
+				return p
+			}}, g.Next); err != nil {
+			t.Fatal(err)
+		}
+		start = start.Add(2 * time.Minute)
+	}
+	rep, err := trainer.Train(context.Background(), rows, nil, trainer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arts []models.Artifact
+	for _, tg := range rep.Targets {
+		arts = append(arts, tg.Artifacts...)
+	}
+	set, err := predictor.Load(arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// The yardstick: on the reference heterogeneous pool under the augur profile, one
+// replica slows 1.5x mid-run; with models trained before the slowdown and the drift
+// correction, SLO attainment from the slowdown on is within 5 points of a run whose models
+// were trained on traffic that already included it.
+func TestDriftCorrectedAttainment(t *testing.T) {
+	if testing.Short() || raceDetector {
+		t.Skip("trains models on eight replicas twice: about a minute, ten under the race detector")
+	}
+	het := corpus.Scenario{Workload: workload.NameMixedSLO, Pool: "6x8b-h100,2x8b-a100"}
+	const capacity = 118.0 // docs/benchmarks.md
+	slow := []virtual.Slowdown{{Replica: 0, Factor: 1.5}}
+	before, after := augurModels(t, het, capacity, nil), augurModels(t, het, capacity, slow)
+	c := driftCase{sc: het, load: 0.8, capacity: capacity, policy: "augur", set: before, factor: 1.5,
+		at: 20 * time.Second, d: 100 * time.Second, seed: 5}
+	corrected := c.run(t)
+	c.drift.Off = true
+	uncorrected := c.run(t)
+	c.set = after
+	reference := c.run(t)
+	att := func(r driftRun) float64 { return 100 * *r.after.Overall.SLOAttainment }
+	onset := -1
+	for _, o := range corrected.onsets {
+		if o.replica == "sim-0" {
+			onset = o.completed
+		}
+	}
+	t.Logf("attainment from the slowdown on: %.1f%% corrected (sim-0 drifting after %d of its completions), %.1f%% uncorrected, %.1f%% with models trained on the slowdown",
+		att(corrected), onset, att(uncorrected), att(reference))
+	if onset < 0 || onset > 500 {
+		t.Errorf("sim-0 drifting after %d of its completions (-1: never)", onset)
+	}
+	if d := att(corrected) - att(reference); math.Abs(d) > 5 {
+		t.Errorf("corrected attainment %.1f%%, %+.1f points from the retrained models' %.1f%%", att(corrected), d, att(reference))
 	}
 }

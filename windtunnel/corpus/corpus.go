@@ -162,6 +162,9 @@ type Options struct {
 	// Start is when the first run begins in virtual time (zero: virtual.Epoch()); the others
 	// follow it.
 	Start time.Time
+	// Slowdowns slow replicas of every run (instants from each run's start), as a pool with a
+	// degraded replica would.
+	Slowdowns []virtual.Slowdown
 }
 
 // Run is one run of a corpus.
@@ -264,7 +267,7 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 			obs = o.NewObservers(*r)
 		}
 		res, err := virtual.Run(ctx, virtual.Config{Replicas: specs, Profile: prof, Seed: runSeed, Observers: obs,
-			Predictor: o.Predictor, Start: r.Start}, g.Next)
+			Predictor: o.Predictor, Start: r.Start, Slowdowns: o.Slowdowns}, g.Next)
 		if err != nil {
 			return sum, fmt.Errorf("corpus: %s at %.2fx: %w", r.Scenario, r.Load, err)
 		}

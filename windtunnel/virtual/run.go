@@ -50,8 +50,6 @@ type Config struct {
 	// Start is the virtual instant the run begins at (zero: Epoch()). Outcomes are offsets
 	// from it; recorded samples carry absolute times.
 	Start time.Time
-	// Clock, when set, is moved by the run (from Start): the clock to give a Predictor.
-	Clock *Clock
 	// Slowdowns slow replicas from virtual instants on.
 	Slowdowns []Slowdown
 }
@@ -123,7 +121,7 @@ type record struct {
 type run struct {
 	cfg      Config
 	epoch    time.Time
-	clk      *Clock
+	clk      *vclock
 	pool     *pool.Pool
 	director *requestcontrol.Director
 	replicas []*sim.Replica
@@ -153,12 +151,7 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	if cfg.Start.IsZero() {
 		cfg.Start = Epoch()
 	}
-	clk := cfg.Clock
-	if clk == nil {
-		clk = &Clock{}
-	}
-	clk.now = cfg.Start
-	r := &run{cfg: cfg, epoch: cfg.Start, clk: clk, next: next, byAddr: map[*pool.Replica]int{}}
+	r := &run{cfg: cfg, epoch: cfg.Start, clk: &vclock{now: cfg.Start}, next: next, byAddr: map[*pool.Replica]int{}}
 	var err error
 	if r.slow, err = slowdowns(&cfg); err != nil {
 		return Result{}, err
