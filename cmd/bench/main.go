@@ -285,8 +285,16 @@ func execute(ctx context.Context, o options, stderr io.Writer) (measurement, err
 	switch {
 	case o.localStack:
 		prof := scheduler.BuiltinProfiles()[o.policy]
-		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed,
-			Picker: picker.Config{Profile: &prof, Seed: o.seed, ScrapeInterval: metav1.Duration{Duration: o.scrape}}})
+		pc := picker.Config{Profile: &prof, Seed: o.seed, ScrapeInterval: metav1.Duration{Duration: o.scrape}}
+		if usesPredictor(o.policy) {
+			// The picker loads the same models a virtual run of the policy uses.
+			dir, err2 := benchModelsDir(ctx, o, stderr)
+			if err2 != nil {
+				return m, err2
+			}
+			pc.Models = picker.ModelsConfig{Source: picker.ModelsFromDirectory, Directory: dir}
+		}
+		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed, Picker: pc})
 		if err2 != nil {
 			return m, err2
 		}
