@@ -85,13 +85,15 @@ func TestSLOPickerStrategies(t *testing.T) {
 	}{
 		// Best-fit with the default margin 0.5: only r0 leaves it; r1 and r2 follow by headroom.
 		{`{}`, []string{"r0", "r1", "r2", "r3"}},
-		// A margin of 0.3: r0 and r1 leave it, and the tighter fit (r1) goes first.
-		{`{"strategy":"best-fit","margin":0.3}`, []string{"r1", "r0", "r2", "r3"}},
-		{`{"strategy":"best-fit","margin":0.05}`, []string{"r2", "r1", "r0", "r3"}},
+		// A 500 ms objective leaves less than the default reserve of 2 s anywhere: no packing.
+		{`{"strategy":"best-fit","margin":0.05}`, []string{"r0", "r1", "r2", "r3"}},
+		// A margin of 0.3 (and a reserve of 1 ms): r0 and r1 leave it, the tighter fit (r1) first.
+		{`{"strategy":"best-fit","margin":0.3,"reserveMs":1}`, []string{"r1", "r0", "r2", "r3"}},
+		{`{"strategy":"best-fit","margin":0.05,"reserveMs":1}`, []string{"r2", "r1", "r0", "r3"}},
 		{`{"strategy":"most-headroom"}`, []string{"r0", "r1", "r2", "r3"}},
 		// Judged by the mean, r3 is feasible too, with the least headroom (0.1; r2 has 0.2):
 		// best-fit takes it.
-		{`{"strategy":"best-fit","margin":0.05,"ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
+		{`{"strategy":"best-fit","margin":0.05,"reserveMs":1,"ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
 	} {
 		s := sloScheduler(t, p, tc.args, pred, 3)
 		res := mustDecide(t, s, interactive())
