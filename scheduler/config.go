@@ -161,7 +161,7 @@ func BuiltinProfiles() map[string]ProfileConfig {
 		"prefix-load": {Name: "prefix-load", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker: PluginConfig{Name: "max-score"}},
 		"augur": {Name: "augur", Scorers: []PluginConfig{{Name: "prefix", Weight: w(0)}, {Name: "load", Weight: w(1)}},
-			Picker: PluginConfig{Name: "slo", Args: json.RawMessage(`{"explore":0.01,"leastWork":true,"margin":0.05}`)}},
+			Picker: PluginConfig{Name: "slo", Args: json.RawMessage(`{"explore":0.01}`)}},
 		"prefix-guarded": {Name: "prefix-guarded", Filters: []PluginConfig{{Name: "hotspot-guard"}},
 			Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker:  PluginConfig{Name: "max-score"}},
