@@ -11,7 +11,7 @@ import (
 )
 
 // prediction is what tablePredictor says of one replica, in ms.
-type prediction struct{ ttft, tpot, ttftUp, tpotUp float64 }
+type prediction struct{ ttft, tpot, ttftUp, tpotUp, match float64 }
 
 // tablePredictor predicts fixed latencies per replica name; replicas it does not know get
 // none, as when a predictor has no model for them.
@@ -27,6 +27,9 @@ func (t tablePredictor) Predict(_ context.Context, _ *Request, cands []Candidate
 		cands[i].SetValue(ValuePredictedTPOT, p.tpot)
 		cands[i].SetValue(ValuePredictedTTFTUpper, p.ttftUp)
 		cands[i].SetValue(ValuePredictedTPOTUpper, p.tpotUp)
+		if p.match > 0 {
+			cands[i].SetValue(ValuePrefixMatch, p.match)
+		}
 	}
 }
 
@@ -85,13 +88,15 @@ func TestSLOPickerStrategies(t *testing.T) {
 	}{
 		// Best-fit with the default margin 0.5: only r0 leaves it; r1 and r2 follow by headroom.
 		{`{}`, []string{"r0", "r1", "r2", "r3"}},
-		// A margin of 0.3: r0 and r1 leave it, and the tighter fit (r1) goes first.
-		{`{"strategy":"best-fit","margin":0.3}`, []string{"r1", "r0", "r2", "r3"}},
-		{`{"strategy":"best-fit","margin":0.05}`, []string{"r2", "r1", "r0", "r3"}},
+		// A 500 ms objective leaves less than the default reserve of 2 s anywhere: no packing.
+		{`{"strategy":"best-fit","margin":0.05}`, []string{"r0", "r1", "r2", "r3"}},
+		// A margin of 0.3 (and a reserve of 1 ms): r0 and r1 leave it, the tighter fit (r1) first.
+		{`{"strategy":"best-fit","margin":0.3,"reserveMs":1}`, []string{"r1", "r0", "r2", "r3"}},
+		{`{"strategy":"best-fit","margin":0.05,"reserveMs":1}`, []string{"r2", "r1", "r0", "r3"}},
 		{`{"strategy":"most-headroom"}`, []string{"r0", "r1", "r2", "r3"}},
 		// Judged by the mean, r3 is feasible too, with the least headroom (0.1; r2 has 0.2):
 		// best-fit takes it.
-		{`{"strategy":"best-fit","margin":0.05,"ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
+		{`{"strategy":"best-fit","margin":0.05,"reserveMs":1,"ttftQuantile":"mean","tpotQuantile":"mean"}`, []string{"r3", "r2", "r1", "r0"}},
 	} {
 		s := sloScheduler(t, p, tc.args, pred, 3)
 		res := mustDecide(t, s, interactive())
@@ -276,5 +281,25 @@ func TestSLOPickerArgs(t *testing.T) {
 	}
 	if _, err := DefaultRegistry().Build(BuiltinProfiles()["augur"], Handle{}, nil); err != nil {
 		t.Fatalf("augur profile: %v", err)
+	}
+}
+
+// Among the feasible, the replica that would compute the least of the prompt goes first,
+// whatever its headroom; an infeasible warm replica does not.
+func TestSLOPickerLeastWork(t *testing.T) {
+	p, _ := testPool(t, 3)
+	pred := tablePredictor{
+		"r0": {ttftUp: 100, tpotUp: 20},              // cold, most headroom
+		"r1": {ttftUp: 400, tpotUp: 40, match: 0.8},  // warm, feasible
+		"r2": {ttftUp: 700, tpotUp: 40, match: 0.95}, // warmest, too slow
+	}
+	req := &Request{PromptTokens: 4000, MaxTokens: 100, SLO: SLO{TTFT: 500 * time.Millisecond, TPOT: 50 * time.Millisecond}}
+	s := sloScheduler(t, p, `{}`, pred, 2)
+	if got := targetNames(mustDecide(t, s, req)); !equal(got, []string{"r1", "r0", "r2"}) {
+		t.Fatalf("order %v, want the warm feasible r1 first", got)
+	}
+	s = sloScheduler(t, p, `{"leastWork":false}`, pred, 2)
+	if got := targetNames(mustDecide(t, s, req)); !equal(got, []string{"r0", "r1", "r2"}) {
+		t.Fatalf("leastWork off: order %v, want r0 (most headroom) first", got)
 	}
 }

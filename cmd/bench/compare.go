@@ -397,7 +397,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 	vc := virtual.Config{Replicas: specs, Profile: pc, Seed: seed}
 	switch {
 	case policy == "clairvoyant":
-		return cell{}, errors.New("the clairvoyant reference is not available in this build")
+		vc.Clairvoyant = true
 	case usesPredictor(policy):
 		if set == nil {
 			return cell{}, errors.New("no models")
@@ -455,7 +455,7 @@ func benchModels(ctx context.Context, o options, stdout io.Writer, progress func
 		}
 	}
 	fmt.Fprintf(stdout, "models: none given (--models DIR): training them first on wind-tunnel traffic from seeds %d on, not the benchmark's\n", firstModelSeed)
-	tr, err := trainCorpus(ctx, o, firstModelSeed, stdout, progress)
+	tr, err := trainCorpus(ctx, o, firstModelSeed, 2, stdout, progress)
 	if err != nil {
 		return nil, "", err
 	}
@@ -634,4 +634,16 @@ func writeVerdicts(w io.Writer, res *comparison, wl benchWorkload) {
 		}
 		fmt.Fprintf(w, "%s: largest gap to the clairvoyant %.1f points (at %.2fx)\n", wl.Name, 100*worst, at)
 	}
+}
+
+// benchModelsDir is the directory of the models benchModels returns: --models, or the cache
+// it trains into.
+func benchModelsDir(ctx context.Context, o options, stderr io.Writer) (string, error) {
+	if _, _, err := benchModels(ctx, o, stderr, progressTo(o, stderr)); err != nil {
+		return "", err
+	}
+	if o.compare.models != "" {
+		return o.compare.models, nil
+	}
+	return modelsCache, nil
 }

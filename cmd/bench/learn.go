@@ -9,10 +9,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"k8s.io/utils/clock"
+
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/predictor"
 	"github.com/augur-llm/augur/requestcontrol"
+	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/store"
 	"github.com/augur-llm/augur/trainer"
 	"github.com/augur-llm/augur/windtunnel/corpus"
@@ -43,7 +47,7 @@ const firstTestSeed = 1001
 func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	lo := o.learn
 	progress := progressTo(o, stderr)
-	tr, err := trainCorpus(ctx, o, 1, stdout, progress)
+	tr, err := trainCorpus(ctx, o, 1, 1, stdout, progress)
 	if err != nil {
 		return err
 	}
@@ -198,7 +202,13 @@ type trained struct {
 // trainCorpus records virtual traffic of the corpus from seeds firstSeed, firstSeed+1, ...
 // to Postgres until --samples requests were, trains from it as the trainer job does, and
 // loads the published models.
-func trainCorpus(ctx context.Context, o options, firstSeed uint64, stdout io.Writer, progress func(string, ...any)) (tr trained, err error) {
+//
+// With more than one generation, each further generation records half as much traffic again,
+// with Augur's policy (on the previous generation's models) routing a third of the runs
+// beside the baselines, and trains again from everything: a policy that decides on
+// predictions drives the pool into states (queues it builds on purpose) that no baseline
+// visits, and models learn those only from traffic it routed, as they do in production.
+func trainCorpus(ctx context.Context, o options, firstSeed uint64, generations int, stdout io.Writer, progress func(string, ...any)) (tr trained, err error) {
 	lo := o.learn
 	tr.caps = map[corpus.Scenario]float64{}
 	for _, sc := range corpus.DefaultScenarios() {
@@ -225,30 +235,64 @@ func trainCorpus(ctx context.Context, o options, firstSeed uint64, stdout io.Wri
 			stop()
 		}
 	}()
-	rec, drain := startRecorder(db, 2*lo.samples)
-	start := time.Now()
-	requests, runs, seeds, at := 0, 0, 0, virtual.Epoch()
-	for seed := firstSeed; requests < lo.samples; seed++ {
-		sum, err := corpus.Generate(ctx, corpus.Options{
-			Seeds: []uint64{seed}, Duration: lo.runLength, Capacities: tr.caps, Start: at,
-			NewObservers: func(corpus.Run) []requestcontrol.Observer { return []requestcontrol.Observer{picker.Recording(rec)} },
-			Progress: func(done, total int, r corpus.Run) {
-				progress("\rtraining traffic, seed %d: run %d/%d (%s at %.2fx)            ", seed, done, total, r.Scenario, r.Load)
-			},
-		})
+	at, seed := virtual.Epoch(), firstSeed
+	for gen := 1; gen <= max(generations, 1); gen++ {
+		want := lo.samples
+		copts := corpus.Options{Capacities: tr.caps}
+		if gen > 1 {
+			want = lo.samples / 2
+			set := tr.set
+			copts.Policies = append(corpus.DefaultPolicies(), "augur")
+			copts.PredictorFor = func(clk clock.PassiveClock) scheduler.Predictor {
+				p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
+				p.Swap(set)
+				return p
+			}
+		}
+		rec, drain := startRecorder(db, 2*want)
+		start := time.Now()
+		requests, runs, first := 0, 0, seed
+		for ; requests < want; seed++ {
+			copts.Seeds, copts.Duration, copts.Start = []uint64{seed}, lo.runLength, at
+			copts.NewObservers = func(corpus.Run) []requestcontrol.Observer { return []requestcontrol.Observer{picker.Recording(rec)} }
+			copts.Progress = func(done, total int, r corpus.Run) {
+				progress("\rtraining traffic (generation %d), seed %d: run %d/%d (%s at %.2fx, %s)            ", gen, seed, done, total, r.Scenario, r.Load, r.Policy)
+			}
+			sum, err := corpus.Generate(ctx, copts)
+			if err != nil {
+				return tr, err
+			}
+			requests, runs, at = requests+sum.Requests, runs+len(sum.Runs), sum.End
+		}
+		progress("\n")
+		recorded, err := drain(ctx)
 		if err != nil {
+			return tr, fmt.Errorf("recording: %w", err)
+		}
+		fmt.Fprintf(stdout, "training traffic, generation %d: seeds %d-%d, %d runs of %s (%d scenarios x %d loads per seed; policies %s), %d requests, %d samples recorded to %s in %s\n",
+			gen, first, seed-1, runs, lo.runLength, len(tr.caps), len(corpus.DefaultLoads()), strings.Join(orDefault(copts.Policies, corpus.DefaultPolicies()), ", "),
+			requests, recorded, where, time.Since(start).Round(10*time.Millisecond))
+		if err := tr.train(ctx, o, db, progress); err != nil {
 			return tr, err
 		}
-		requests, runs, seeds, at = requests+sum.Requests, runs+len(sum.Runs), seeds+1, sum.End
+		if gen < generations {
+			fmt.Fprintf(stdout, "generation %d models: %s\n", gen, tr.set.Version())
+		}
 	}
 	tr.end = at
-	progress("\n")
-	recorded, err := drain(ctx)
-	if err != nil {
-		return tr, fmt.Errorf("recording: %w", err)
+	return tr, nil
+}
+
+func orDefault(v, d []string) []string {
+	if len(v) == 0 {
+		return d
 	}
-	fmt.Fprintf(stdout, "training traffic: seeds %d-%d, %d runs of %s (%d scenarios x %d loads per seed), %d requests, %d samples recorded to %s in %s\n",
-		firstSeed, firstSeed+uint64(seeds)-1, runs, lo.runLength, len(tr.caps), len(corpus.DefaultLoads()), requests, recorded, where, time.Since(start).Round(10*time.Millisecond))
+	return v
+}
+
+// train trains from everything recorded and loads the champions.
+func (tr *trained) train(ctx context.Context, o options, db *pgxpool.Pool, progress func(string, ...any)) error {
+	lo := o.learn
 
 	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed}
 	if lo.trees > 0 {
@@ -266,14 +310,14 @@ func trainCorpus(ctx context.Context, o options, firstSeed uint64, stdout io.Wri
 	rep, err := trainer.Run(ctx, db, topts)
 	progress("\n")
 	if err != nil {
-		return tr, err
+		return err
 	}
 	tr.report = rep
 	if tr.champions, err = store.Champions(ctx, db); err != nil {
-		return tr, err
+		return err
 	}
 	if tr.set, err = predictor.Load(tr.champions); err != nil {
-		return tr, fmt.Errorf("the published models do not load: %w", err)
+		return fmt.Errorf("the published models do not load: %w", err)
 	}
-	return tr, nil
+	return nil
 }

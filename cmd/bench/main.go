@@ -78,6 +78,7 @@ type options struct {
 	scrape     time.Duration
 	learning   bool
 	learn      learnOptions
+	classes    bool
 	comparing  bool
 	compare    compareOptions
 }
@@ -118,6 +119,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.learn.eta, "eta", 0, "learn: learning rate (0: the trainer's default)")
 	fs.IntVar(&o.learn.bucketCap, "bucket-cap", 0, "learn: training samples kept per balancing bucket (0: the trainer's default, -1: all)")
 	fs.BoolVar(&o.learn.byRun, "by-run", false, "learn: break the held-out accuracy down by scenario and load")
+	fs.BoolVar(&o.classes, "classes", false, "give every request one of the mixed-slo reference classes (objectives, priority, tenant) by a seeded rule, for workloads without objectives of their own")
 	fs.BoolVar(&o.comparing, "compare", false, "virtual time: run every --policies policy over every --workloads workload's load ladder (--loads x capacity, measured unless --capacities) and --seeds, each run --duration long, with the same arrivals for every policy; print attainment and latency side by side")
 	fs.StringVar(&o.compare.workloads, "workloads", "shared-prefix,mixed-slo,heterogeneous", "compare: workloads")
 	fs.StringVar(&o.compare.policies, "policies", strings.Join(comparePolicies, ","), "compare: policies")
@@ -187,6 +189,9 @@ func (o options) generator() (workload.Generator, workload.Ladder, error) {
 	}
 	g, err := workload.New(o.workload, workload.Options{Seed: o.seed, Ladder: ladder, MaxRequests: o.maxReqs,
 		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}, Trace: workload.TraceOptions{Path: o.trace}})
+	if err == nil && o.classes {
+		g, err = workload.WithClasses(g, o.seed, nil)
+	}
 	return g, ladder, err
 }
 
@@ -285,8 +290,16 @@ func execute(ctx context.Context, o options, stderr io.Writer) (measurement, err
 	switch {
 	case o.localStack:
 		prof := scheduler.BuiltinProfiles()[o.policy]
-		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed,
-			Picker: picker.Config{Profile: &prof, Seed: o.seed, ScrapeInterval: metav1.Duration{Duration: o.scrape}}})
+		pc := picker.Config{Profile: &prof, Seed: o.seed, ScrapeInterval: metav1.Duration{Duration: o.scrape}}
+		if usesPredictor(o.policy) {
+			// The picker loads the same models a virtual run of the policy uses.
+			dir, err2 := benchModelsDir(ctx, o, stderr)
+			if err2 != nil {
+				return m, err2
+			}
+			pc.Models = picker.ModelsConfig{Source: picker.ModelsFromDirectory, Directory: dir}
+		}
+		st, err2 := stack.Start(ctx, stack.Config{Replicas: o.replicas, Profile: o.profile, Model: o.model, Seed: o.seed, Picker: pc})
 		if err2 != nil {
 			return m, err2
 		}

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/windtunnel/report"
@@ -157,6 +159,9 @@ type Options struct {
 	NewObservers func(Run) []requestcontrol.Observer
 	// Predictor, when set, predicts every decision as the picker's does.
 	Predictor scheduler.Predictor
+	// PredictorFor, when set instead, builds each run's predictor on the run's virtual clock
+	// (see virtual.Config.PredictorFor); policies that decide on predictions need one.
+	PredictorFor func(clk clock.PassiveClock) scheduler.Predictor
 	// Progress is told after each run.
 	Progress func(done, total int, r Run)
 	// Start is when the first run begins in virtual time (zero: virtual.Epoch()); the others
@@ -250,11 +255,16 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 			return sum, fmt.Errorf("corpus: unknown policy %q", r.Policy)
 		}
 		if o.Explore > 0 {
-			if prof.Picker.Name != "max-score" {
-				return sum, fmt.Errorf("corpus: policy %q does not pick by score; exploration needs max-score", r.Policy)
+			switch prof.Picker.Name {
+			case "max-score":
+				args, _ := json.Marshal(scheduler.MaxScoreArgs{Explore: o.Explore})
+				prof.Picker.Args = args
+			case "slo":
+				args, _ := json.Marshal(scheduler.SLOArgs{Explore: o.Explore})
+				prof.Picker.Args = args
+			default:
+				return sum, fmt.Errorf("corpus: policy %q picks with %q, which cannot explore", r.Policy, prof.Picker.Name)
 			}
-			args, _ := json.Marshal(scheduler.MaxScoreArgs{Explore: o.Explore})
-			prof.Picker.Args = args
 		}
 		// Each run gets its own seed: workload, replicas and tie-breaks differ between runs.
 		runSeed := r.Seed*1_000_003 + uint64(i)
@@ -267,7 +277,7 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 			obs = o.NewObservers(*r)
 		}
 		res, err := virtual.Run(ctx, virtual.Config{Replicas: specs, Profile: prof, Seed: runSeed, Observers: obs,
-			Predictor: o.Predictor, Start: r.Start, Slowdowns: o.Slowdowns}, g.Next)
+			Predictor: o.Predictor, PredictorFor: o.PredictorFor, Start: r.Start, Slowdowns: o.Slowdowns}, g.Next)
 		if err != nil {
 			return sum, fmt.Errorf("corpus: %s at %.2fx: %w", r.Scenario, r.Load, err)
 		}

@@ -5,5 +5,5 @@
 // which record it as the picker records production traffic; the trainer cannot tell the two
 // apart.
 //
-// Allowed imports (checked by imports_test.go): requestcontrol, scheduler, windtunnel/report, windtunnel/virtual, windtunnel/workload.
+// Allowed imports (checked by imports_test.go): requestcontrol, scheduler, windtunnel/report, windtunnel/virtual, windtunnel/workload, k8s.io/utils/clock.
 package corpus

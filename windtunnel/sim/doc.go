@@ -56,6 +56,19 @@
 // machine delays one step's tokens without slowing the steps after it, and a real-time
 // replica serves at the same pace as a virtual-time one (TestRealTimeKeepsModelledPace).
 //
+// # Forecasts
+//
+// A Forecaster answers what a request would experience on a virtual-time Replica if nothing
+// else arrived: it copies the replica's whole engine state (sequences, KV blocks and prefix
+// cache, the step in progress and its end, counters, the jitter generator's state), submits
+// the request to the copy at now and runs the copy's steps until the request has its first
+// token and then finished or produced a bound of further tokens (DefaultForecastTokens). It
+// reports TTFT and TPOT as the runner would measure them. Because the copy continues the
+// replica's jitter sequence, the forecast is exact when no other request arrives before the
+// request ends (TestForecastIsExact), and forecasting never changes what the replica does
+// (TestForecastLeavesReplicaAlone). It is the wind tunnel's clairvoyant reference, not a
+// model of anything a picker could know.
+//
 // # Cost
 //
 // Streaming costs about 0.3 µs of CPU and no allocation per token in steady state, measured
@@ -64,6 +77,17 @@
 // parsing, prompt hashing, echo pieces: 71 allocations) spread over the stream. Over a loopback HTTP/1.1
 // connection with a client reading, a streamed token costs about 3.7-4 µs, mostly the
 // per-chunk write and flush system calls (BenchmarkStreamLoopback).
+//
+// A forecast on an 8b-h100 replica running 50 requests costs about 22 µs following 4 tokens
+// after the first, 53 µs following 16 and 340 µs following a 50-800-token request to its end,
+// without allocating (BenchmarkForecast, 2 shared cores: minimum of four runs). The copy is
+// cheap because the KV-block table, half a megabyte, is not copied each time: the forecaster
+// keeps a copy per replica and updates the blocks that the replica or the last forecast
+// changed, and it reads the replica's prefix index in place. About 1.3 µs goes to each
+// simulated step. Following 4 tokens rather than the whole request changes the TPOT forecast
+// by 15% on average (27% at p90): without later arrivals the batch drains; against what then
+// happens in a run, where requests keep arriving, the bounded forecast is the closer one
+// (windtunnel/virtual, BenchmarkClairvoyantMixedSLO).
 //
 // Allowed imports (checked by imports_test.go): tokens, github.com/google/uuid, github.com/prometheus/client_golang, k8s.io/utils.
 package sim

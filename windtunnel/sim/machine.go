@@ -15,7 +15,10 @@ type machine struct {
 	cfg  Config
 	seed maphash.Seed
 	core *core
-	rng  *rand.Rand
+	// pcg is rng's source, kept so that a forecast can copy the generator's state and draw
+	// the same jitter the replica will (see Forecaster).
+	pcg *rand.PCG
+	rng *rand.Rand
 	// slowdown multiplies step times from now on (0 or 1: as the profile says); the virtual
 	// Replica sets it (SetSlowdown) to model a replica that silently slows.
 	slowdown float64
@@ -34,26 +37,39 @@ func newMachine(cfg Config) (*machine, error) {
 	if cfg.Model == "" {
 		return nil, errors.New("sim: model name is required")
 	}
+	pcg := rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)
 	return &machine{
 		cfg:  cfg,
 		seed: maphash.MakeSeed(),
 		core: newCore(cfg.Profile, !cfg.DisablePrefixCaching),
-		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		pcg:  pcg,
+		rng:  rand.New(pcg),
 	}, nil
 }
 
 // newSeq validates a request and builds its engine state. It does not touch the core.
 func (m *machine) newSeq(req Request, now time.Time) (*seq, error) {
+	s := new(seq)
+	if err := m.initSeq(s, req, now, nil); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// initSeq validates a request and makes s its fresh engine state, hashing the prompt into
+// hashes' memory (nil: new memory), so that a forecast reuses one buffer for every request.
+func (m *machine) initSeq(s *seq, req Request, now time.Time, hashes []uint64) error {
 	pt := req.Prompt.Tokens()
 	switch {
 	case pt < 1:
-		return nil, errors.New("sim: empty prompt")
+		return errors.New("sim: empty prompt")
 	case req.MaxTokens < 1:
-		return nil, fmt.Errorf("sim: max tokens %d < 1", req.MaxTokens)
+		return fmt.Errorf("sim: max tokens %d < 1", req.MaxTokens)
 	case pt+req.MaxTokens > m.cfg.Profile.MaxModelLen:
-		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, pt, req.MaxTokens, m.cfg.Profile.MaxModelLen)
+		return fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, pt, req.MaxTokens, m.cfg.Profile.MaxModelLen)
 	}
-	return &seq{prompt: pt, maxTokens: req.MaxTokens, hashes: req.Prompt.blockHashes(m.seed), arrived: now}, nil
+	*s = seq{prompt: pt, maxTokens: req.MaxTokens, hashes: req.Prompt.appendBlockHashes(hashes[:0], m.seed), arrived: now}
+	return nil
 }
 
 // stepDuration is a planned step's duration: the reference formula with jitter, scaled.

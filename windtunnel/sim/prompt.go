@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"slices"
 
 	"github.com/augur-llm/augur/tokens"
 )
@@ -34,16 +35,16 @@ func (p Prompt) Tokens() int {
 	return tokens.CountBytes(p.text)
 }
 
-// blockHashes returns the chained hashes of the prompt's full blocks. Each hash covers the
-// block and, through its parent, everything before it, so equal hashes mean equal prefixes.
-// Text and id prompts start from different roots so that they never share blocks.
-func (p Prompt) blockHashes(seed maphash.Seed) []uint64 {
+// appendBlockHashes appends to out the chained hashes of the prompt's full blocks. Each hash
+// covers the block and, through its parent, everything before it, so equal hashes mean equal
+// prefixes. Text and id prompts start from different roots so that they never share blocks.
+func (p Prompt) appendBlockHashes(out []uint64, seed maphash.Seed) []uint64 {
 	var h maphash.Hash
 	h.SetSeed(seed)
 	var word [8]byte
 	if !p.isIDs {
 		n := len(p.text) / blockBytes
-		out := make([]uint64, n)
+		out = slices.Grow(out, n)
 		parent := uint64(0x7465787400000000) // "text"
 		for i := range n {
 			h.Reset()
@@ -51,12 +52,12 @@ func (p Prompt) blockHashes(seed maphash.Seed) []uint64 {
 			_, _ = h.Write(word[:])
 			_, _ = h.Write(p.text[i*blockBytes : (i+1)*blockBytes])
 			parent = h.Sum64()
-			out[i] = parent
+			out = append(out, parent)
 		}
 		return out
 	}
 	n := len(p.ids) / BlockSize
-	out := make([]uint64, n)
+	out = slices.Grow(out, n)
 	parent := uint64(0x6964730000000000) // "ids"
 	for i := range n {
 		h.Reset()
@@ -67,7 +68,7 @@ func (p Prompt) blockHashes(seed maphash.Seed) []uint64 {
 			_, _ = h.Write(word[:])
 		}
 		parent = h.Sum64()
-		out[i] = parent
+		out = append(out, parent)
 	}
 	return out
 }

@@ -70,3 +70,30 @@ func TestSetSlowdownScalesStepsFromThenOn(t *testing.T) {
 		}
 	}
 }
+
+// A forecast on a slowed replica knows its slowdown: it is what then happens.
+func TestForecastOnASlowedReplica(t *testing.T) {
+	d := newDriver(t, lookup(t, "8b-h100"), 1)
+	if err := d.r.SetSlowdown(1.5); err != nil {
+		t.Fatal(err)
+	}
+	start := d.now
+	arr := traffic(7, 20, 3*time.Second)
+	for i, a := range arr {
+		d.advance(start.Add(a.at), false)
+		d.submit(i, a.req)
+	}
+	at := d.now.Add(3 * time.Millisecond)
+	d.advance(at, false)
+	req := sim.Request{Prompt: sim.TextPrompt([]byte(strings.Repeat("slow ", 800))), MaxTokens: 40}
+	fc, err := sim.NewForecaster(sim.ForecastAll).Forecast(d.r, at, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.submit(len(arr), req)
+	d.drain()
+	ttft, tpot, _ := d.realized(len(arr), at, fc.Tokens)
+	if fc.TTFT != ttft || fc.TPOT != tpot {
+		t.Errorf("forecast TTFT %v TPOT %v, realized %v %v", fc.TTFT, fc.TPOT, ttft, tpot)
+	}
+}

@@ -17,6 +17,7 @@ import (
 type Replica struct {
 	m       *machine
 	stepped bool
+	due     time.Time // when the step in progress ends, as Step said; a forecast needs it
 }
 
 // Token reports one request's progress at the end of a step.
@@ -57,12 +58,14 @@ func (r *Replica) Step(now time.Time) (time.Duration, bool, error) {
 	if len(plan) == 0 {
 		return 0, false, nil
 	}
-	r.stepped = true
-	return r.m.stepDuration(plan), true, nil
+	d := r.m.stepDuration(plan)
+	r.stepped, r.due = true, now.Add(d)
+	return d, true, nil
 }
 
-// Finish completes the planned step at now and calls emit for every request that produced a
-// token, in the order the step served them.
+// Finish completes the planned step at now, normally the end Step announced (a Forecaster
+// assumes so), and calls emit for every request that produced a token, in the order the
+// step served them.
 func (r *Replica) Finish(now time.Time, emit func(Token)) {
 	if !r.stepped {
 		return

@@ -47,6 +47,14 @@ type Config struct {
 	// predictor's features (metric age, time since a replica's last token, dispatch rates)
 	// are only right on the clock the run advances.
 	PredictorFor func(clk clock.PassiveClock) scheduler.Predictor
+	// Clairvoyant predicts with perfect knowledge of the replicas' state instead (Predictor
+	// must then be nil): every candidate's latencies are forecast on a copy of its engine,
+	// and predictions carry ModelVersion ClairvoyantVersion. It is the reference a predictor
+	// is measured against, not something a picker could do.
+	Clairvoyant bool
+	// ClairvoyantTokens is how many tokens after the first the clairvoyant follows a request
+	// for its TPOT (0: sim.DefaultForecastTokens; negative: to its end).
+	ClairvoyantTokens int
 	// Start is the virtual instant the run begins at (zero: Epoch()). Outcomes are offsets
 	// from it; recorded samples carry absolute times.
 	Start time.Time
@@ -155,6 +163,12 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	var err error
 	if r.slow, err = slowdowns(&cfg); err != nil {
 		return Result{}, err
+	}
+	if cfg.Clairvoyant {
+		if cfg.Predictor != nil || cfg.PredictorFor != nil {
+			return Result{}, errors.New("virtual: Clairvoyant is a predictor: Predictor and PredictorFor must be nil")
+		}
+		cfg.Predictor = newClairvoyant(r, cfg.ClairvoyantTokens)
 	}
 	r.pool = pool.New(r.clk, cfg.StaleAfter)
 	eps := make([]pool.Endpoint, len(cfg.Replicas))
