@@ -2,7 +2,6 @@ package predictor_test
 
 import (
 	"context"
-	"math"
 	"testing"
 	"time"
 
@@ -198,10 +197,11 @@ func augurModels(t testing.TB, sc corpus.Scenario, capacity float64, slow []virt
 	return set
 }
 
-// The yardstick: on the reference heterogeneous pool under the augur profile, one
-// replica slows 1.5x mid-run; with models trained before the slowdown and the drift
-// correction, SLO attainment from the slowdown on is within 5 points of a run whose models
-// were trained on traffic that already included it.
+// The yardstick: on the reference heterogeneous pool under the augur profile at 0.8
+// of capacity, one replica slows 1.5x mid-run; with models trained before the slowdown and
+// the drift correction, SLO attainment from the slowdown on (mean of three seeds: one run
+// varies by several points) is within 5 points of runs whose models were trained on traffic
+// that already included it, or above.
 func TestDriftCorrectedAttainment(t *testing.T) {
 	if testing.Short() || raceDetector {
 		t.Skip("trains models on eight replicas twice: about a minute, ten under the race detector")
@@ -210,26 +210,33 @@ func TestDriftCorrectedAttainment(t *testing.T) {
 	const capacity = 118.0 // docs/benchmarks.md
 	slow := []virtual.Slowdown{{Replica: 0, Factor: 1.5}}
 	before, after := augurModels(t, het, capacity, nil), augurModels(t, het, capacity, slow)
-	c := driftCase{sc: het, load: 0.8, capacity: capacity, policy: "augur", set: before, factor: 1.5,
-		at: 20 * time.Second, d: 100 * time.Second, seed: 5}
-	corrected := c.run(t)
-	c.drift.Off = true
-	uncorrected := c.run(t)
-	c.set = after
-	reference := c.run(t)
-	att := func(r driftRun) float64 { return 100 * *r.after.Overall.SLOAttainment }
-	onset := -1
-	for _, o := range corrected.onsets {
-		if o.replica == "sim-0" {
-			onset = o.completed
+	seeds := []uint64{5, 6, 7}
+	mean := func(set *predictor.Set, drift predictor.DriftOptions) (att float64, onsets []int) {
+		for _, seed := range seeds {
+			r := driftCase{sc: het, load: 0.8, capacity: capacity, policy: "augur", set: set, drift: drift, factor: 1.5,
+				at: 20 * time.Second, d: 100 * time.Second, seed: seed}.run(t)
+			att += 100 * *r.after.Overall.SLOAttainment / float64(len(seeds))
+			onset := -1
+			for _, o := range r.onsets {
+				if o.replica == "sim-0" {
+					onset = o.completed
+				}
+			}
+			onsets = append(onsets, onset)
+		}
+		return att, onsets
+	}
+	corrected, onsets := mean(before, predictor.DriftOptions{})
+	uncorrected, _ := mean(before, predictor.DriftOptions{Off: true})
+	reference, _ := mean(after, predictor.DriftOptions{Off: true})
+	t.Logf("attainment from the slowdown on: %.1f%% corrected (sim-0 drifting after %v of its completions), %.1f%% uncorrected, %.1f%% with models trained on the slowdown",
+		corrected, onsets, uncorrected, reference)
+	for _, o := range onsets {
+		if o < 0 || o > 500 {
+			t.Errorf("sim-0 drifting after %v of its completions (-1: never), want at most 500", onsets)
 		}
 	}
-	t.Logf("attainment from the slowdown on: %.1f%% corrected (sim-0 drifting after %d of its completions), %.1f%% uncorrected, %.1f%% with models trained on the slowdown",
-		att(corrected), onset, att(uncorrected), att(reference))
-	if onset < 0 || onset > 500 {
-		t.Errorf("sim-0 drifting after %d of its completions (-1: never)", onset)
-	}
-	if d := att(corrected) - att(reference); math.Abs(d) > 5 {
-		t.Errorf("corrected attainment %.1f%%, %+.1f points from the retrained models' %.1f%%", att(corrected), d, att(reference))
+	if corrected < reference-5 {
+		t.Errorf("corrected attainment %.1f%%, %.1f points below the retrained models' %.1f%%", corrected, reference-corrected, reference)
 	}
 }
