@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,48 +256,6 @@ func BenchmarkPrefixIndexBytesPerBlock(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/100_000, "bytes/block")
 		runtime.KeepAlive(idx)
-	}
-}
-
-// BenchmarkSchedule64Prompt8000 is one decision with 64 replicas and an 8,000-token prompt
-// under the llm-d profile (prefix, queue and KV-usage scorers), every replica's prefix record
-// warm.
-func BenchmarkSchedule64Prompt8000(b *testing.B) {
-	p, clk := testPool(b, 64)
-	for i, r := range p.Replicas() {
-		r.SetMetrics(pool.Metrics{Running: i % 7, Waiting: i % 3, KVUsage: float64(i%10) / 10, BlockSize: 16, NumGPUBlocks: 20000, ScrapedAt: clk.Now()})
-	}
-	prof, err := DefaultRegistry().Build(BuiltinProfiles()["llm-d"], Handle{Seed: 1, Pool: p}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, _ := New(p, prof, 0)
-	prompts := make([][]byte, 16)
-	for i := range prompts {
-		prompts[i] = []byte(strings.Repeat(fmt.Sprintf("system prompt %d ", i%4), 32000/16+1)[:32000]) // 8,000 tokens
-	}
-	for i := range 256 { // warm every replica's record
-		if _, err := decide(s, &Request{Prompt: prompts[i%16], PromptTokens: 8000}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	lat := make([]time.Duration, 0, 1<<16)
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		start := time.Now()
-		if _, err := decide(s, &Request{Prompt: prompts[i%16], PromptTokens: 8000}); err != nil {
-			b.Fatal(err)
-		}
-		if len(lat) < cap(lat) {
-			lat = append(lat, time.Since(start))
-		}
-		i++
-	}
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
 	}
 }
 
