@@ -73,6 +73,7 @@ func BenchmarkPredict32WindTunnel(b *testing.B) {
 		cands[i].Endpoint.Class = []string{"8b-h100", "8b-a100"}[i%2]
 	}
 	req := request()
+	p.Predict(context.Background(), &req, cands) // the buffer grows once
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -88,10 +89,13 @@ var windTunnelClasses = []string{"8b-h100", "8b-a100"}
 // 8,000-token prompt under the llm-d profile, every candidate's TTFT and TPOT predicted
 // (mean and calibrated p90) by models trained on wind-tunnel traffic.
 func BenchmarkDecision64Prompt8000Predicted(b *testing.B) {
-	set, err := predictor.Load(windTunnelModels(b))
+	arts := windTunnelModels(b)
+	set, err := predictor.Load(arts)
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The request path predicts what the reference predicts with these models too.
+	comparePredictions(b, arts, set, 50, 3)
 	d := schedulertest.NewDecision(b, schedulertest.DecisionOptions{Classes: windTunnelClasses,
 		Predictor: func(clk clock.PassiveClock) scheduler.Predictor {
 			p := predictor.New(predictor.Options{Clock: clk})
@@ -108,5 +112,6 @@ func BenchmarkDecision64Prompt8000Predicted(b *testing.B) {
 			b.Fatalf("the decision was not predicted by the models: version %q, p90 TPOT set %v", c.ModelVersion, ok)
 		}
 	}
+	checkAgainstReference(b, newRefSet(b, arts, set.Version()), set.Version(), d.Request(0), res.Targets, d.Clock.Now())
 	d.Run(b)
 }

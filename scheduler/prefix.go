@@ -165,22 +165,22 @@ func (s *PrefixScorer) purge() {
 	}
 }
 
-// hashes returns the chained hashes of the prompt's full blocks, computed once per request.
+// hashes returns the chained hashes of the prompt's full blocks, computed once per request:
+// block i's is the hash of block i-1's (8 bytes, little-endian; zeros for the first block)
+// followed by the block's bytes.
 func (s *PrefixScorer) hashes(req *Request) []uint64 {
 	if req.prefixHashes != nil || len(req.Prompt) < prefixBlockBytes {
 		return req.prefixHashes
 	}
 	n := len(req.Prompt) / prefixBlockBytes
 	out := make([]uint64, n)
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	var parent [8]byte
+	// One maphash.Bytes call per block hashes what a maphash.Hash fed the same bytes would
+	// (the parent, then the block), without the Hash's buffering.
+	var buf [8 + prefixBlockBytes]byte
 	for i := range n {
-		h.Reset()
-		_, _ = h.Write(parent[:])
-		_, _ = h.Write(req.Prompt[i*prefixBlockBytes : (i+1)*prefixBlockBytes])
-		v := h.Sum64()
-		binary.LittleEndian.PutUint64(parent[:], v)
+		copy(buf[8:], req.Prompt[i*prefixBlockBytes:(i+1)*prefixBlockBytes])
+		v := maphash.Bytes(s.seed, buf[:])
+		binary.LittleEndian.PutUint64(buf[:8], v)
 		out[i] = v
 	}
 	req.prefixHashes = out

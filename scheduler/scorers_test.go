@@ -2,7 +2,9 @@ package scheduler
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"runtime"
 	"strings"
@@ -256,6 +258,33 @@ func BenchmarkPrefixIndexBytesPerBlock(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/100_000, "bytes/block")
 		runtime.KeepAlive(idx)
+	}
+}
+
+// The chained block hashes are those of a maphash.Hash fed each block's parent hash and then
+// the block, as the scorer first computed them: records keep the same keys.
+func TestPrefixHashesChainBlocks(t *testing.T) {
+	s := NewPrefixScorer(0, nil)
+	prompt := make([]byte, 37*prefixBlockBytes+11)
+	for i := range prompt {
+		prompt[i] = byte(i*7 + i/64)
+	}
+	got := s.hashes(&Request{Prompt: prompt})
+	if len(got) != 37 {
+		t.Fatalf("%d hashes for 37 full blocks", len(got))
+	}
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	var parent [8]byte
+	for i := range got {
+		h.Reset()
+		_, _ = h.Write(parent[:])
+		_, _ = h.Write(prompt[i*prefixBlockBytes : (i+1)*prefixBlockBytes])
+		want := h.Sum64()
+		binary.LittleEndian.PutUint64(parent[:], want)
+		if got[i] != want {
+			t.Fatalf("block %d: hash %x, want %x", i, got[i], want)
+		}
 	}
 }
 

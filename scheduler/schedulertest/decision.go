@@ -111,12 +111,17 @@ func NewDecision(tb testing.TB, o DecisionOptions) *Decision {
 // Decide is decision i: prompt i%16 scheduled, and the primary told to its profile's
 // observers (the prefix record learns the prompt), as the request lifecycle does.
 func (d *Decision) Decide(i int) (scheduler.Result, error) {
-	req := &scheduler.Request{Prompt: d.Prompts[i%len(d.Prompts)], PromptTokens: PromptTokens, MaxTokens: 256, Stream: true}
+	req := d.Request(i)
 	res, err := d.Scheduler.Schedule(context.Background(), req, nil)
 	if err == nil {
 		res.Profile.Dispatched(context.Background(), req, res.Targets[0])
 	}
 	return res, err
+}
+
+// Request is decision i's request.
+func (d *Decision) Request(i int) *scheduler.Request {
+	return &scheduler.Request{Prompt: d.Prompts[i%len(d.Prompts)], PromptTokens: PromptTokens, MaxTokens: 256, Stream: true}
 }
 
 // Run times decisions for b and reports, besides the mean, the median and 99th percentile
