@@ -71,8 +71,8 @@ func TestBlockIndexIsBounded(t *testing.T) {
 	for i := range 1000 {
 		idx.add([]uint64{uint64(i), uint64(i) + 1e9}, 100)
 	}
-	if idx.lru.Len() != 100 {
-		t.Fatalf("index holds %d blocks, capacity 100", idx.lru.Len())
+	if idx.len() != 100 {
+		t.Fatalf("index holds %d blocks, capacity 100", idx.len())
 	}
 	if idx.matched([]uint64{999, 999 + 1e9}) != 2 || idx.matched([]uint64{0, 1e9}) != 0 {
 		t.Fatal("the most recent blocks must stay and the oldest go")

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/augur-llm/augur/pool"
 )
@@ -288,6 +292,68 @@ func TestPrefixHashesChainBlocks(t *testing.T) {
 	}
 }
 
+// The record keeps and forgets exactly the blocks simplelru's LRU (its first implementation)
+// keeps and forgets, in the same order, through dispatches that share prefixes, removals
+// (Moved), and capacity changes (a replica reporting its KV capacity).
+func TestBlockIndexEvictsAsTheLRUDid(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	for trial := range 300 {
+		capacity := 1 + rng.IntN(60)
+		idx := newBlockIndex(capacity)
+		ref, _ := simplelru.NewLRU[uint64, struct{}](capacity, nil)
+		universe := uint64(2 + rng.IntN(120))
+		for op := range 200 {
+			switch k := rng.IntN(10); {
+			case k < 6: // a dispatched prompt's blocks, at times with a new capacity
+				hashes := make([]uint64, rng.IntN(12))
+				for i := range hashes {
+					hashes[i] = rng.Uint64N(universe)
+				}
+				c := idx.capacity
+				if rng.IntN(20) == 0 {
+					c = 1 + rng.IntN(80)
+				}
+				idx.add(hashes, c)
+				if c > 0 && c != capacity {
+					ref.Resize(c)
+					capacity = c
+				}
+				for _, h := range slices.Backward(hashes) {
+					ref.Add(h, struct{}{})
+				}
+			case k < 8:
+				h := rng.Uint64N(universe)
+				idx.remove(h)
+				ref.Remove(h)
+			default:
+				hashes := make([]uint64, rng.IntN(12))
+				for i := range hashes {
+					hashes[i] = rng.Uint64N(universe)
+				}
+				lo, hi := 0, len(hashes)
+				for lo < hi {
+					mid := (lo + hi + 1) / 2
+					if ref.Contains(hashes[mid-1]) {
+						lo = mid
+					} else {
+						hi = mid - 1
+					}
+				}
+				if got := idx.matched(hashes); got != lo {
+					t.Fatalf("trial %d op %d: matched %d, the LRU %d", trial, op, got, lo)
+				}
+			}
+			var keys []uint64 // oldest first
+			for i := idx.tail; i >= 0; i = idx.entries[i].prev {
+				keys = append(keys, idx.entries[i].hash)
+			}
+			if !slices.Equal(keys, ref.Keys()) || idx.len() != ref.Len() {
+				t.Fatalf("trial %d op %d: the record holds %v, the LRU %v", trial, op, keys, ref.Keys())
+			}
+		}
+	}
+}
+
 // Under pressure the record forgets the ends of prompts first, like the replica's cache, and
 // never claims a block whose prefix it has forgotten.
 func TestBlockIndexEvictsPromptEndsFirst(t *testing.T) {
@@ -301,7 +367,7 @@ func TestBlockIndexEvictsPromptEndsFirst(t *testing.T) {
 		t.Fatalf("matched %d blocks of the first prompt, want its 2 shared ones", got)
 	}
 	for _, h := range []uint64{1, 2} {
-		if !idx.lru.Contains(h) {
+		if !idx.contains(h) {
 			t.Fatalf("shared head block %d was evicted before a tail", h)
 		}
 	}
