@@ -222,9 +222,6 @@ func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecon
 // Get returns feature i and whether it was computed.
 func (v *Vector) Get(i int) (float64, bool) { return v.values[i], v.set&(1<<i) != 0 }
 
-// Computed returns which features were computed: bit i for feature i.
-func (v *Vector) Computed() uint64 { return v.set }
-
 // Set sets feature i (for decoding stored rows and for tests).
 func (v *Vector) Set(i int, x float64) {
 	v.values[i] = x
