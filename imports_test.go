@@ -128,7 +128,8 @@ func TestProductIndependentOfWindTunnel(t *testing.T) {
 			}
 		}
 	}
-	// The picker binary builds without cgo: it predicts with leaves, never with libxgboost.
+	// The picker binary builds without cgo: it predicts in Go (leaves reads its models), never
+	// with libxgboost.
 	build := exec.Command("go", "build", "-o", filepath.Join(t.TempDir(), "epp"), "./cmd/epp")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

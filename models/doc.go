@@ -9,7 +9,8 @@
 //     manifest (target, kind, schema version, training window, holdout metrics, parent,
 //     checksums), stored in Postgres by package store or in a directory.
 //
-// Adding a feature is one entry in the schema plus a migration in store/ that adds its
+// Adding a feature is one entry in the schema, its computation in Extract (and its
+// definition in the test that checks Extract), plus a migration in store/ that adds its
 // column, and a new SchemaVersion: models of another schema are refused by Verify.
 //
 // Allowed imports (checked by imports_test.go): scheduler, pool, gonum.org/v1/gonum.

@@ -147,6 +147,33 @@ func (l Load) UncachedTokenRateFast(now time.Time) float64 {
 	return l.rates.corrected(now, l.rates.uncachedFast, FastRateWindow)
 }
 
+// Rates are the four dispatch rates of a Load as of one instant.
+type Rates struct {
+	Request, UncachedToken         float64 // RequestRate, UncachedTokenRate
+	RequestFast, UncachedTokenFast float64 // RequestRateFast, UncachedTokenRateFast
+}
+
+// Rates returns the four rates as of now, the same values the four methods return, with one
+// exponential per time constant where the methods compute one each.
+func (l *Load) Rates(now time.Time) Rates {
+	r := &l.rates
+	if r.since.IsZero() {
+		return Rates{}
+	}
+	ws := RateWindow.Seconds()
+	dt := max(0, now.Sub(r.since).Seconds())
+	f := math.Exp(-dt / ws)
+	out := Rates{Request: r.requests * f / ws, UncachedToken: r.uncached * f / ws}
+	ws = FastRateWindow.Seconds()
+	span := ws
+	if run := now.Sub(r.start).Seconds(); run < 20*ws {
+		span = ws * -math.Expm1(-max(run, ws/4)/ws)
+	}
+	f = math.Exp(-dt / ws)
+	out.RequestFast, out.UncachedTokenFast = r.requestsFast*f/span, r.uncachedFast*f/span
+	return out
+}
+
 // rates are exponentially decayed sums of dispatches, as of the instant since.
 type rates struct {
 	requests, uncached         float64

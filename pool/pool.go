@@ -226,9 +226,12 @@ func (p *Pool) Set(eps []Endpoint) error {
 
 // Fresh reports whether r's metrics are recent enough to route on, and its last scrape
 // succeeded: a replica that stops answering leaves rotation at once, not when its metrics age.
-func (p *Pool) Fresh(r *Replica) bool {
+func (p *Pool) Fresh(r *Replica) bool { return p.FreshAt(r, p.clk.Now()) }
+
+// FreshAt is Fresh as of now, for callers that ask about many replicas at one instant.
+func (p *Pool) FreshAt(r *Replica, now time.Time) bool {
 	m := r.metrics.Load()
-	return m != nil && !r.failing.Load() && p.clk.Since(m.ScrapedAt) <= p.staleAfter
+	return m != nil && !r.failing.Load() && now.Sub(m.ScrapedAt) <= p.staleAfter
 }
 
 // Ready reports whether at least one replica has fresh metrics.

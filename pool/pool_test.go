@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -224,6 +225,31 @@ func TestDispatchRates(t *testing.T) {
 	later := now.Add(RateWindow)
 	if got, want := l.RequestRate(later), l.RequestRate(now)/math.E; math.Abs(got-want) > 1e-9 {
 		t.Errorf("after a window of silence %v, want %v", got, want)
+	}
+}
+
+// Load.Rates gives the four rate methods' values, bit for bit: before any dispatch, right
+// after the first ones (the fast rates' start correction), long after, and asked about an
+// instant before the latest dispatch.
+func TestRatesMatchTheMethods(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	t0 := time.Unix(1000, 0)
+	for trial := range 200 {
+		r := NewReplica(Endpoint{Name: "a", Address: "127.0.0.1:1"})
+		at := t0
+		for range rng.IntN(50) {
+			at = at.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+			r.Dispatch(at, Work{PromptTokens: 1000, UncachedTokens: rng.IntN(1000)}).Release()
+		}
+		l := r.Load()
+		for _, now := range []time.Time{at, at.Add(-time.Second), at.Add(time.Duration(rng.IntN(60_000)) * time.Millisecond), t0.Add(-time.Hour)} {
+			got := l.Rates(now)
+			want := Rates{l.RequestRate(now), l.UncachedTokenRate(now), l.RequestRateFast(now), l.UncachedTokenRateFast(now)}
+			if math.Float64bits(got.Request) != math.Float64bits(want.Request) || math.Float64bits(got.UncachedToken) != math.Float64bits(want.UncachedToken) ||
+				math.Float64bits(got.RequestFast) != math.Float64bits(want.RequestFast) || math.Float64bits(got.UncachedTokenFast) != math.Float64bits(want.UncachedTokenFast) {
+				t.Fatalf("trial %d: Rates %+v, the methods %+v", trial, got, want)
+			}
+		}
 	}
 }
 

@@ -1,10 +1,12 @@
 // Package predictor predicts, in the picker's process, how long a request would wait for its
 // first token (TTFT) and how fast it would stream (TPOT) on each candidate replica.
 //
-// Trained models (package trainer) are loaded with github.com/dmitryikh/leaves from their
-// binary form, after every check that can fail without serving: checksums against the
-// manifest, the feature schema, a walk of the binary format, and a sanity prediction on
-// reference requests (Load). The published champions are followed in Postgres or in a
+// Trained models (package trainer) are loaded from their binary form after every check that
+// can fail without serving: checksums against the manifest, the feature schema, a walk of the
+// binary format, a reading by github.com/dmitryikh/leaves, and a sanity prediction on
+// reference requests (Load). Predictions walk the trees as laid out by forest.go, every
+// candidate of a decision at once; they are leaves' predictions bit for bit, which Load
+// checks on reference rows before a model serves. The published champions are followed in Postgres or in a
 // directory and swapped in atomically; models that fail a check are refused and the previous
 // ones keep serving (Follow). Before any model exists, each target is estimated by the
 // analytic prior of package models, fitted online from the picker's first samples (and by

@@ -128,7 +128,7 @@ func New(o Options) *Predictor {
 	}
 	st.version = versionOf(st)
 	p.state.Store(st)
-	p.buffers.New = func() any { return &Buffer{row: make([]float64, 64), out: make([]float64, 1)} }
+	p.buffers.New = func() any { return new(Buffer) }
 	p.report(st)
 	return p
 }
@@ -188,44 +188,50 @@ func (p *Predictor) report(st *state) {
 	}
 }
 
-// Predict implements scheduler.Predictor.
+// Predict implements scheduler.Predictor: it extracts every candidate's features, then
+// predicts each target for all candidates at once (see Set), and sets the values.
 func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []scheduler.Candidate) {
 	st := p.state.Load()
 	now := p.opts.Clock.Now()
 	b := p.buffers.Get().(*Buffer)
+	b.start(st.set, len(cands))
 	drifts := *p.drifts.Load() // the replicas' corrections
 	for i := range cands {
 		c := &cands[i]
-		v := models.Extract(req, c, now)
-		class := c.Endpoint.Class
-		var e [2]Estimate
-		if st.set != nil {
-			e[0], e[1] = st.set.PredictBoth(&v, class, b)
-		}
-		for ti, t := range models.Targets() {
-			if st.set == nil || !st.set.Has(t) {
-				e[ti] = st.cold[ti].estimate(&v, class)
+		b.vectors[i] = models.Extract(req, c, now)
+		b.classes[i] = c.Endpoint.Class
+	}
+	for ti, t := range models.Targets() {
+		if st.set != nil && st.set.Has(t) {
+			st.set.estimates(ti, b)
+		} else {
+			for i := range b.est {
+				b.est[i] = st.cold[ti].estimate(&b.vectors[i], b.classes[i])
 			}
 		}
-		if len(drifts) > 0 {
-			if d := drifts[c.Endpoint.Name]; d != nil {
-				for ti := range e {
+		mean, upper := scheduler.ValuePredictedTTFT, scheduler.ValuePredictedTTFTUpper
+		if t == models.TPOT {
+			mean, upper = scheduler.ValuePredictedTPOT, scheduler.ValuePredictedTPOTUpper
+		}
+		for i := range cands {
+			e := &b.est[i]
+			m, u := e.Mean, e.Upper
+			if len(drifts) > 0 {
+				if d := drifts[cands[i].Endpoint.Name]; d != nil {
 					f := math.Float64frombits(d.factor[ti].Load())
-					e[ti].Mean *= f
-					e[ti].Upper *= f
+					m, u = m*f, u*f
 				}
 			}
+			cands[i].SetValue(mean, m)
+			if !math.IsNaN(u) {
+				cands[i].SetValue(upper, u)
+			}
 		}
-		c.SetValue(scheduler.ValuePredictedTTFT, e[0].Mean)
-		c.SetValue(scheduler.ValuePredictedTPOT, e[1].Mean)
-		if !math.IsNaN(e[0].Upper) {
-			c.SetValue(scheduler.ValuePredictedTTFTUpper, e[0].Upper)
-		}
-		if !math.IsNaN(e[1].Upper) {
-			c.SetValue(scheduler.ValuePredictedTPOTUpper, e[1].Upper)
-		}
-		c.ModelVersion = st.version
 	}
+	for i := range cands {
+		cands[i].ModelVersion = st.version
+	}
+	b.done()
 	p.buffers.Put(b)
 }
 

@@ -26,12 +26,18 @@ type Estimate struct {
 // model is one loaded artifact.
 type model struct {
 	manifest models.Manifest
-	ens      *leaves.Ensemble
 	layout   models.Layout
+	input    int     // the position of layout among the set's (Set.layouts)
+	trees    *forest // the trees, checked against leaves' reading of them at load
 	// offsets and offset are a calibrated quantile's log offsets by regime (keys parsed
 	// once, so that the request path looks them up without building strings).
 	offsets map[models.Regime]float64
 	offset  float64
+	// What the request path would look up per candidate, by the candidate's class among the
+	// layout's: the prior's class index, and the calibration offset by load regime and
+	// prefix hit.
+	priorClass []int
+	cal        [][3][2]float64
 }
 
 func (m *model) calibration(r models.Regime) float64 {
@@ -41,13 +47,28 @@ func (m *model) calibration(r models.Regime) float64 {
 	return m.offset
 }
 
-// trees is the sum of the model's trees for row (its prediction without the prior), in log ms.
-func (m *model) trees(row []float64, out []float64) float64 {
-	// Predict with a caller's slice does not allocate, where PredictSingle does.
-	if err := m.ens.Predict(row[:m.layout.Width()], 0, out[:1]); err != nil {
-		return math.NaN()
+// logPrior is the log of the prior's estimate for v on a replica of class, whose index among
+// the layout's classes is k (-1: none of them).
+func (m *model) logPrior(v *models.Vector, k int, class string) float64 {
+	pc := -1
+	if k >= 0 {
+		pc = m.priorClass[k]
+	} else {
+		pc = m.manifest.Prior.ClassIndex(class)
 	}
-	return out[0]
+	return math.Log(m.manifest.Prior.Estimate(v, pc))
+}
+
+// calibrationFor is calibration(models.RegimeOf(v, class)), class being the layout's k-th.
+func (m *model) calibrationFor(v *models.Vector, k int, class string) float64 {
+	if k < 0 {
+		return m.calibration(models.RegimeOf(v, class))
+	}
+	hit := 0
+	if v.PrefixHit() {
+		hit = 1
+	}
+	return m.cal[k][v.Load()][hit]
 }
 
 // pair is a target's models.
@@ -63,10 +84,9 @@ type pair struct {
 type Set struct {
 	version string
 	pairs   [2]pair // by target: TTFT, TPOT
-	width   int     // the widest input row
-	// sameRow: both targets' mean models read the same row, and neither's quantile model
-	// overwrites it, so a decision fills it once per candidate.
-	sameRow bool
+	// layouts are the models' distinct input rows (usually one: every model of a run is
+	// trained on the same replica classes), each filled once per candidate and decision.
+	layouts []models.Layout
 }
 
 func targetIndex(t models.Target) int {
@@ -109,7 +129,11 @@ func Load(arts []models.Artifact) (*Set, error) {
 			return nil, fmt.Errorf("%w: two %s models (%s, %s)", models.ErrInvalidArtifact, a.Manifest.Name(), (*slot).manifest.Version, a.Manifest.Version)
 		}
 		*slot = m
-		s.width = max(s.width, m.layout.Width())
+		m.input = slices.IndexFunc(s.layouts, func(l models.Layout) bool { return slices.Equal(l.Classes, m.layout.Classes) })
+		if m.input < 0 {
+			m.input = len(s.layouts)
+			s.layouts = append(s.layouts, m.layout)
+		}
 	}
 	var runs []string
 	for i, t := range models.Targets() {
@@ -126,9 +150,6 @@ func Load(arts []models.Artifact) (*Set, error) {
 		}
 		runs = append(runs, string(t)+"="+p.mean.manifest.Run)
 	}
-	m0, m1 := s.pairs[0], s.pairs[1]
-	s.sameRow = m0.mean != nil && m1.mean != nil && slices.Equal(m0.mean.manifest.Classes, m1.mean.manifest.Classes) &&
-		(m0.upper == nil || m0.shared)
 	switch {
 	case len(runs) == 0:
 		return nil, fmt.Errorf("%w: no model to load", models.ErrInvalidArtifact)
@@ -173,7 +194,18 @@ func loadModel(a *models.Artifact) (m *model, err error) {
 	if ens.NFeatures() > layout.Width() || ens.NOutputGroups() != 1 {
 		return nil, fmt.Errorf("%w %q: %d features, %d outputs", models.ErrInvalidArtifact, man.Version, ens.NFeatures(), ens.NOutputGroups())
 	}
-	m = &model{manifest: man, ens: ens, layout: layout}
+	bin, err := xgbconv.ReadBinary(a.Leaves)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", models.ErrInvalidArtifact, man.Version, err)
+	}
+	trees, err := newForest(bin, layout.Width())
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", models.ErrInvalidArtifact, man.Version, err)
+	}
+	if err := agree(ens, trees, layout); err != nil {
+		return nil, fmt.Errorf("%w %q: %v", models.ErrInvalidArtifact, man.Version, err)
+	}
+	m = &model{manifest: man, layout: layout, trees: trees}
 	if c := man.Calibration; c != nil {
 		m.offsets, m.offset = make(map[models.Regime]float64, len(c.Offsets)), c.Default
 		for k, o := range c.Offsets {
@@ -184,7 +216,40 @@ func loadModel(a *models.Artifact) (m *model, err error) {
 			m.offsets[r] = o
 		}
 	}
+	for _, class := range layout.Classes {
+		m.priorClass = append(m.priorClass, man.Prior.ClassIndex(class))
+		var cal [3][2]float64
+		for load := range cal {
+			for hit := range cal[load] {
+				cal[load][hit] = m.calibration(models.Regime{Load: models.LoadRegime(load), PrefixHit: hit == 1, Class: class})
+			}
+		}
+		m.cal = append(m.cal, cal)
+	}
 	return m, nil
+}
+
+// agree checks that the forest predicts what leaves predicts from the same bytes, bit for bit,
+// on the reference rows for every class of the layout and another: a guard against a reading
+// of the format that differs from leaves'.
+func agree(ens *leaves.Ensemble, f *forest, l models.Layout) error {
+	row := make([]float64, l.Width())
+	row32 := make([]float32, 2*l.Width())
+	out, got := make([]float64, 1), make([]float64, 1)
+	for _, v := range referenceRows() {
+		for k := -1; k < len(l.Classes); k++ {
+			l.Fill(row, &v, k)
+			fillRow(row32, &v, l, k)
+			if err := ens.Predict(row, 0, out); err != nil {
+				return err
+			}
+			f.predict(row32, got)
+			if math.Float64bits(out[0]) != math.Float64bits(got[0]) {
+				return fmt.Errorf("the trees predict %v where leaves predicts %v", got[0], out[0])
+			}
+		}
+	}
+	return nil
 }
 
 // sane predicts reference rows and refuses a set that answers with anything but positive,
@@ -247,67 +312,133 @@ func referenceRows() []models.Vector {
 
 // Buffer is scratch space for Predict: one per goroutine, reused across calls.
 type Buffer struct {
-	row, out []float64
+	vectors []models.Vector
+	classes []string
+	est     []Estimate
+	sums    []float64
+	// By the set's layouts: the rows of the vectors (see fillRow), each vector's class
+	// among the layout's, and whether the rows hold this call's vectors.
+	rows   [][]float32
+	cls    [][]int
+	filled []bool
 }
 
 // NewBuffer returns a buffer for s's models.
 func (s *Set) NewBuffer() *Buffer {
-	return &Buffer{row: make([]float64, s.width), out: make([]float64, 1)}
+	b := &Buffer{}
+	b.start(s, 1)
+	return b
 }
 
-func (b *Buffer) fit(width int) {
-	if len(b.row) < width {
-		b.row = make([]float64, width)
+// start readies b for n vectors predicted by s (nil: the cold start only).
+func (b *Buffer) start(s *Set, n int) {
+	if cap(b.vectors) < n {
+		b.vectors, b.classes = make([]models.Vector, n), make([]string, n)
+		b.est, b.sums = make([]Estimate, n), make([]float64, n)
 	}
-	if len(b.out) < 1 {
-		b.out = make([]float64, 1)
+	b.vectors, b.classes, b.est, b.sums = b.vectors[:n], b.classes[:n], b.est[:n], b.sums[:n]
+	if s == nil {
+		return
 	}
+	for len(b.rows) < len(s.layouts) {
+		b.rows, b.cls, b.filled = append(b.rows, nil), append(b.cls, nil), append(b.filled, false)
+	}
+	for li, l := range s.layouts {
+		if w := n * 2 * l.Width(); cap(b.rows[li]) < w {
+			b.rows[li] = make([]float32, w)
+		}
+		if cap(b.cls[li]) < n {
+			b.cls[li] = make([]int, n)
+		}
+		b.rows[li], b.cls[li] = b.rows[li][:n*2*l.Width()], b.cls[li][:n]
+		b.filled[li] = false
+	}
+}
+
+// done drops what b holds of the caller's.
+func (b *Buffer) done() { clear(b.classes) }
+
+// fillRow writes the forest's row (see forest) for v on a replica of the layout's class
+// (-1: none) into dst, 2*l.Width() values: the values Layout.Fill writes, rounded to float32,
+// once with NaN as -Inf and once as +Inf.
+func fillRow(dst []float32, v *models.Vector, l models.Layout, class int) {
+	w := l.Width()
+	lo, hi := dst[:w], dst[w:2*w]
+	for i := range models.NumFeatures {
+		x, ok := v.Get(i)
+		if f := float32(x); ok && f == f {
+			lo[i], hi[i] = f, f
+		} else {
+			lo[i], hi[i] = float32(math.Inf(-1)), float32(math.Inf(1))
+		}
+	}
+	for j := range l.Classes {
+		lo[models.NumFeatures+j], hi[models.NumFeatures+j] = 0, 0
+	}
+	if class >= 0 && class < len(l.Classes) {
+		lo[models.NumFeatures+class], hi[models.NumFeatures+class] = 1, 1
+	}
+}
+
+// input returns the rows of layout li for b's vectors, filling them on first use.
+func (s *Set) input(li int, b *Buffer) ([]float32, []int) {
+	rows, cls := b.rows[li], b.cls[li]
+	if b.filled[li] {
+		return rows, cls
+	}
+	l := s.layouts[li]
+	w := 2 * l.Width()
+	for i := range b.vectors {
+		cls[i] = l.ClassIndex(b.classes[i])
+		fillRow(rows[i*w:(i+1)*w], &b.vectors[i], l, cls[i])
+	}
+	b.filled[li] = true
+	return rows, cls
 }
 
 // Predict is target t's estimate for features v on a replica of class (NaN when the set
 // has no model for t). With a buffer from NewBuffer it allocates nothing.
 func (s *Set) Predict(t models.Target, v *models.Vector, class string, b *Buffer) Estimate {
-	b.fit(s.width)
-	return s.predict(t, v, class, b, false)
+	b.start(s, 1)
+	b.vectors[0], b.classes[0] = *v, class
+	s.estimates(targetIndex(t), b)
+	b.done()
+	return b.est[0]
 }
 
-// PredictBoth is Predict for TTFT and TPOT at once: when their models read the same input
-// row (they were trained on the same replica classes), it is filled once.
-func (s *Set) PredictBoth(v *models.Vector, class string, b *Buffer) (ttft, tpot Estimate) {
-	b.fit(s.width)
-	ttft = s.predict(models.TTFT, v, class, b, false)
-	tpot = s.predict(models.TPOT, v, class, b, s.sameRow && s.pairs[0].mean != nil)
-	return ttft, tpot
-}
-
-// predict is Predict; filled says b.row already holds v's row in the mean model's layout.
-func (s *Set) predict(t models.Target, v *models.Vector, class string, b *Buffer, filled bool) Estimate {
-	p := &s.pairs[targetIndex(t)]
-	mean := p.mean
+// estimates sets b.est[i] to target ti's estimate for b.vectors[i] on a replica of class
+// b.classes[i]: the trees of every vector at once, then per vector
+// exp(trees + ln prior + calibration), and the same for the quantile model.
+func (s *Set) estimates(ti int, b *Buffer) {
+	p := &s.pairs[ti]
+	mean, u := p.mean, p.upper
 	if mean == nil {
-		return Estimate{Mean: math.NaN(), Upper: math.NaN()}
+		for i := range b.est {
+			b.est[i] = Estimate{Mean: math.NaN(), Upper: math.NaN()}
+		}
+		return
 	}
-	if !filled {
-		mean.layout.Fill(b.row, v, mean.layout.ClassIndex(class))
+	rows, cls := s.input(mean.input, b)
+	mean.trees.predict(rows, b.sums)
+	for i := range b.vectors {
+		v, k, class := &b.vectors[i], cls[i], b.classes[i]
+		sum, logPrior := b.sums[i], mean.logPrior(v, k, class)
+		e := Estimate{Mean: math.Exp(sum + logPrior + mean.calibrationFor(v, k, class)), Upper: math.NaN()}
+		if u != nil && p.shared {
+			// The quantile is the mean model's trees and prior with its own calibration.
+			e.Upper = math.Exp(sum + logPrior + u.calibrationFor(v, k, class))
+		}
+		b.est[i] = e
 	}
-	logPrior := math.Log(mean.manifest.Prior.Estimate(v, mean.manifest.Prior.ClassIndex(class)))
-	sum := mean.trees(b.row, b.out)
-	u := p.upper
-	var regime models.Regime
-	if mean.offsets != nil || u != nil {
-		regime = models.RegimeOf(v, class)
+	if u == nil || p.shared {
+		return
 	}
-	e := Estimate{Mean: math.Exp(sum + logPrior + mean.calibration(regime)), Upper: math.NaN()}
-	if u == nil {
-		return e
+	rows, cls = s.input(u.input, b)
+	u.trees.predict(rows, b.sums)
+	for i := range b.vectors {
+		v, k, class := &b.vectors[i], cls[i], b.classes[i]
+		b.est[i].Upper = math.Exp(b.sums[i] + u.logPrior(v, k, class) + u.calibrationFor(v, k, class))
 	}
-	if !p.shared {
-		u.layout.Fill(b.row, v, u.layout.ClassIndex(class))
-		logPrior = math.Log(u.manifest.Prior.Estimate(v, u.manifest.Prior.ClassIndex(class)))
-		sum = u.trees(b.row, b.out)
-	}
-	e.Upper = math.Exp(sum + logPrior + u.calibration(regime))
-	return e
 }
 
 // joinVersions names artifacts for logs.

@@ -80,8 +80,17 @@ type Candidate struct {
 
 // CandidateOf returns r's current state as a candidate.
 func CandidateOf(r *pool.Replica) Candidate {
-	m, _ := r.Metrics()
-	return Candidate{Replica: r, Endpoint: r.Endpoint(), Metrics: m, Load: r.Load()}
+	var c Candidate
+	c.of(r)
+	return c
+}
+
+// of sets the zero candidate c to r's current state.
+func (c *Candidate) of(r *pool.Replica) {
+	c.Replica = r
+	c.Endpoint = r.Endpoint()
+	c.Metrics, _ = r.Metrics()
+	c.Load = r.Load()
 }
 
 // SetValue records v for the candidate in this decision.

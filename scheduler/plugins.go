@@ -100,7 +100,32 @@ func (p *MaxScorePicker) Pick(_ context.Context, _ *Request, cands []Candidate, 
 	// Shuffle first, then a stable sort by score: ties end up in random order.
 	order, idx := p.r.shuffledIndices(order, len(cands))
 	if !explore {
-		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+		byScore := func(a, b int) int { return cmp.Compare(scores[b], scores[a]) }
+		if n < len(idx) && n <= maxSelect {
+			selectStable(idx, n, byScore)
+		} else {
+			slices.SortStableFunc(idx, byScore)
+		}
 	}
 	return order[:start+min(n, len(idx))]
+}
+
+// maxSelect is the most leading elements selectStable is asked for: it compares each
+// element once per element it selects, a sort about log2(n) times.
+const maxSelect = 8
+
+// selectStable moves to idx[:n] the n elements slices.SortStableFunc(idx, cmp) would put
+// there, in the same order; the rest keep their relative order.
+func selectStable(idx []int, n int, cmp func(a, b int) int) {
+	for k := range n {
+		best := k
+		for j := k + 1; j < len(idx); j++ {
+			if cmp(idx[j], idx[best]) < 0 {
+				best = j
+			}
+		}
+		v := idx[best]
+		copy(idx[k+1:best+1], idx[k:best])
+		idx[k] = v
+	}
 }

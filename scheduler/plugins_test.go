@@ -1,7 +1,11 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,8 +71,8 @@ func TestBlockIndexIsBounded(t *testing.T) {
 	for i := range 1000 {
 		idx.add([]uint64{uint64(i), uint64(i) + 1e9}, 100)
 	}
-	if idx.lru.Len() != 100 {
-		t.Fatalf("index holds %d blocks, capacity 100", idx.lru.Len())
+	if idx.len() != 100 {
+		t.Fatalf("index holds %d blocks, capacity 100", idx.len())
 	}
 	if idx.matched([]uint64{999, 999 + 1e9}) != 2 || idx.matched([]uint64{0, 1e9}) != 0 {
 		t.Fatal("the most recent blocks must stay and the oldest go")
@@ -101,6 +105,33 @@ func TestMaxScoreExploration(t *testing.T) {
 		// go elsewhere.
 		if other < tc.lo || other > tc.hi {
 			t.Errorf("explore %v: %d of 10,000 decisions away from the best, want %d..%d", tc.explore, other, tc.lo, tc.hi)
+		}
+	}
+}
+
+// The max-score picker's leading candidates are those of a stable sort of the shuffled
+// candidates by score, as it first ordered them: same tie-breaks, same random draws.
+func TestMaxScorePickerSelectsAsTheSortDid(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	for trial := range 2000 {
+		seed := rng.Uint64()
+		p, ref := NewMaxScorePicker(seed), NewMaxScorePicker(seed)
+		m := 1 + rng.IntN(70)
+		cs := make([]Candidate, m)
+		scores := make([]float64, m)
+		for i := range scores {
+			scores[i] = float64(rng.IntN(4)) / 3 // ties
+			if rng.IntN(20) == 0 {
+				scores[i] = math.NaN()
+			}
+		}
+		n := 1 + rng.IntN(12)
+		got := p.Pick(context.Background(), &Request{}, cs, scores, n, []int{-1})
+		want, idx := ref.r.shuffledIndices([]int{-1}, m)
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+		want = want[:1+min(n, m)]
+		if !slices.Equal(got, want) {
+			t.Fatalf("trial %d, %d of %d: picked %v, the sort %v (scores %v)", trial, n, m, got, want, scores)
 		}
 	}
 }

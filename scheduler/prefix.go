@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/tokens"
 )
@@ -73,7 +71,7 @@ func (s *PrefixScorer) Blocks() int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, idx := range s.indexes {
-		n += idx.lru.Len()
+		n += idx.len()
 	}
 	return n
 }
@@ -137,7 +135,7 @@ func (s *PrefixScorer) Moved(_ context.Context, req *Request, from, to Candidate
 			held = int(math.Round(m * float64(len(hashes))))
 		}
 		for _, h := range hashes[min(held, len(hashes)):] {
-			idx.lru.Remove(h)
+			idx.remove(h)
 		}
 	}
 	s.add(to, hashes)
@@ -165,37 +163,56 @@ func (s *PrefixScorer) purge() {
 	}
 }
 
-// hashes returns the chained hashes of the prompt's full blocks, computed once per request.
+// hashes returns the chained hashes of the prompt's full blocks, computed once per request:
+// block i's is the hash of block i-1's (8 bytes, little-endian; zeros for the first block)
+// followed by the block's bytes.
 func (s *PrefixScorer) hashes(req *Request) []uint64 {
 	if req.prefixHashes != nil || len(req.Prompt) < prefixBlockBytes {
 		return req.prefixHashes
 	}
 	n := len(req.Prompt) / prefixBlockBytes
 	out := make([]uint64, n)
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	var parent [8]byte
+	// One maphash.Bytes call per block hashes what a maphash.Hash fed the same bytes would
+	// (the parent, then the block), without the Hash's buffering.
+	var buf [8 + prefixBlockBytes]byte
 	for i := range n {
-		h.Reset()
-		_, _ = h.Write(parent[:])
-		_, _ = h.Write(req.Prompt[i*prefixBlockBytes : (i+1)*prefixBlockBytes])
-		v := h.Sum64()
-		binary.LittleEndian.PutUint64(parent[:], v)
+		copy(buf[8:], req.Prompt[i*prefixBlockBytes:(i+1)*prefixBlockBytes])
+		v := maphash.Bytes(s.seed, buf[:])
+		binary.LittleEndian.PutUint64(buf[:8], v)
 		out[i] = v
 	}
 	req.prefixHashes = out
 	return out
 }
 
-// blockIndex is one replica's remembered blocks with least-recently-used eviction.
+// blockIndex is one replica's remembered blocks with least-recently-used eviction: a map from
+// block hash to a slot, and the slots in a list from the most to the least recently used,
+// linked by slot number. It holds no pointers, so the garbage collector does not walk a
+// record, and recording a block writes no pointer.
 type blockIndex struct {
-	lru      *simplelru.LRU[uint64, struct{}]
-	capacity int
+	slots      map[uint64]int32 // by block hash
+	entries    []blockEntry     // by slot
+	head, tail int32            // the most and least recently used slots; -1 when empty
+	free       int32            // the first free slot (the rest follow by next); -1 when none
+	capacity   int
+}
+
+type blockEntry struct {
+	hash       uint64
+	prev, next int32 // the slots used more and less recently; -1 at the ends
 }
 
 func newBlockIndex(capacity int) *blockIndex {
-	l, _ := simplelru.NewLRU[uint64, struct{}](max(capacity, 1), nil) // errors only for size <= 0
-	return &blockIndex{lru: l, capacity: max(capacity, 1)}
+	return &blockIndex{slots: map[uint64]int32{}, head: -1, tail: -1, free: -1, capacity: max(capacity, 1)}
+}
+
+// len is how many blocks are recorded.
+func (b *blockIndex) len() int { return len(b.slots) }
+
+// contains reports whether block h is recorded, without refreshing its recency.
+func (b *blockIndex) contains(h uint64) bool {
+	_, ok := b.slots[h]
+	return ok
 }
 
 // matched returns how many leading blocks are present. Because hashes are chained, block i
@@ -205,7 +222,7 @@ func (b *blockIndex) matched(hashes []uint64) int {
 	lo, hi := 0, len(hashes) // invariant: hashes[:lo] present, hashes[hi:] not known present
 	for lo < hi {
 		mid := (lo + hi + 1) / 2
-		if b.lru.Contains(hashes[mid-1]) {
+		if b.contains(hashes[mid-1]) {
 			lo = mid
 		} else {
 			hi = mid - 1
@@ -219,10 +236,79 @@ func (b *blockIndex) matched(hashes []uint64) int {
 // present block always has its whole prefix present, which matched relies on.
 func (b *blockIndex) add(hashes []uint64, capacity int) {
 	if capacity > 0 && capacity != b.capacity {
-		b.lru.Resize(capacity)
-		b.capacity = capacity
+		b.resize(capacity)
 	}
 	for _, h := range slices.Backward(hashes) {
-		b.lru.Add(h, struct{}{})
+		b.touch(h)
 	}
+}
+
+// touch makes block h the most recently used, recording it if it is not, and then forgets
+// the least recently used block if the record holds more than its capacity.
+func (b *blockIndex) touch(h uint64) {
+	if i, ok := b.slots[h]; ok {
+		if i != b.head {
+			b.unlink(i)
+			b.pushFront(i)
+		}
+		return
+	}
+	i := b.free
+	if i >= 0 {
+		b.free = b.entries[i].next
+	} else {
+		i = int32(len(b.entries))
+		b.entries = append(b.entries, blockEntry{})
+	}
+	b.entries[i].hash = h
+	b.pushFront(i)
+	b.slots[h] = i
+	if len(b.slots) > b.capacity {
+		b.remove(b.entries[b.tail].hash)
+	}
+}
+
+// remove forgets block h, if recorded.
+func (b *blockIndex) remove(h uint64) {
+	i, ok := b.slots[h]
+	if !ok {
+		return
+	}
+	b.unlink(i)
+	delete(b.slots, h)
+	b.entries[i] = blockEntry{next: b.free}
+	b.free = i
+}
+
+// resize sets the capacity, forgetting the least recently used blocks beyond it.
+func (b *blockIndex) resize(capacity int) {
+	for len(b.slots) > capacity {
+		b.remove(b.entries[b.tail].hash)
+	}
+	b.capacity = capacity
+}
+
+func (b *blockIndex) unlink(i int32) {
+	e := &b.entries[i]
+	if e.prev >= 0 {
+		b.entries[e.prev].next = e.next
+	} else {
+		b.head = e.next
+	}
+	if e.next >= 0 {
+		b.entries[e.next].prev = e.prev
+	} else {
+		b.tail = e.prev
+	}
+}
+
+func (b *blockIndex) pushFront(i int32) {
+	e := &b.entries[i]
+	e.prev, e.next = -1, b.head
+	if b.head >= 0 {
+		b.entries[b.head].prev = i
+	} else {
+		b.tail = i
+	}
+	b.head = i
 }

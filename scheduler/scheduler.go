@@ -122,6 +122,7 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 	// not known yet may serve it. The model exists when some replica, ready or not, serves it
 	// or might.
 	modelExists := req.Model == ""
+	now := s.pool.Clock().Now() // one instant for every replica's freshness
 	for _, r := range s.pool.Replicas() {
 		if req.Model != "" {
 			if serves, known := r.Serves(req.Model); known && !serves {
@@ -129,14 +130,16 @@ func (s *Scheduler) Schedule(ctx context.Context, req *Request, subset []string)
 			}
 			modelExists = true
 		}
-		if !s.pool.Fresh(r) {
+		if !s.pool.FreshAt(r, now) {
 			continue
 		}
-		c := CandidateOf(r)
+		cands = append(cands, Candidate{})
+		c := &cands[len(cands)-1]
+		c.of(r) // in place: a candidate is large
 		if subset != nil && !slices.Contains(subset, c.Endpoint.Address) {
-			continue
+			*c = Candidate{}
+			cands = cands[:len(cands)-1]
 		}
-		cands = append(cands, c)
 	}
 	sc.cands = cands
 	if len(cands) == 0 {

@@ -2,13 +2,18 @@ package scheduler
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/augur-llm/augur/pool"
 )
@@ -260,45 +265,92 @@ func BenchmarkPrefixIndexBytesPerBlock(b *testing.B) {
 	}
 }
 
-// BenchmarkSchedule64Prompt8000 is one decision with 64 replicas and an 8,000-token prompt
-// under the llm-d profile (prefix, queue and KV-usage scorers), every replica's prefix record
-// warm.
-func BenchmarkSchedule64Prompt8000(b *testing.B) {
-	p, clk := testPool(b, 64)
-	for i, r := range p.Replicas() {
-		r.SetMetrics(pool.Metrics{Running: i % 7, Waiting: i % 3, KVUsage: float64(i%10) / 10, BlockSize: 16, NumGPUBlocks: 20000, ScrapedAt: clk.Now()})
+// The chained block hashes are those of a maphash.Hash fed each block's parent hash and then
+// the block, as the scorer first computed them: records keep the same keys.
+func TestPrefixHashesChainBlocks(t *testing.T) {
+	s := NewPrefixScorer(0, nil)
+	prompt := make([]byte, 37*prefixBlockBytes+11)
+	for i := range prompt {
+		prompt[i] = byte(i*7 + i/64)
 	}
-	prof, err := DefaultRegistry().Build(BuiltinProfiles()["llm-d"], Handle{Seed: 1, Pool: p}, nil)
-	if err != nil {
-		b.Fatal(err)
+	got := s.hashes(&Request{Prompt: prompt})
+	if len(got) != 37 {
+		t.Fatalf("%d hashes for 37 full blocks", len(got))
 	}
-	s, _ := New(p, prof, 0)
-	prompts := make([][]byte, 16)
-	for i := range prompts {
-		prompts[i] = []byte(strings.Repeat(fmt.Sprintf("system prompt %d ", i%4), 32000/16+1)[:32000]) // 8,000 tokens
-	}
-	for i := range 256 { // warm every replica's record
-		if _, err := decide(s, &Request{Prompt: prompts[i%16], PromptTokens: 8000}); err != nil {
-			b.Fatal(err)
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	var parent [8]byte
+	for i := range got {
+		h.Reset()
+		_, _ = h.Write(parent[:])
+		_, _ = h.Write(prompt[i*prefixBlockBytes : (i+1)*prefixBlockBytes])
+		want := h.Sum64()
+		binary.LittleEndian.PutUint64(parent[:], want)
+		if got[i] != want {
+			t.Fatalf("block %d: hash %x, want %x", i, got[i], want)
 		}
 	}
-	lat := make([]time.Duration, 0, 1<<16)
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		start := time.Now()
-		if _, err := decide(s, &Request{Prompt: prompts[i%16], PromptTokens: 8000}); err != nil {
-			b.Fatal(err)
+}
+
+// The record keeps and forgets exactly the blocks simplelru's LRU (its first implementation)
+// keeps and forgets, in the same order, through dispatches that share prefixes, removals
+// (Moved), and capacity changes (a replica reporting its KV capacity).
+func TestBlockIndexEvictsAsTheLRUDid(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	for trial := range 300 {
+		capacity := 1 + rng.IntN(60)
+		idx := newBlockIndex(capacity)
+		ref, _ := simplelru.NewLRU[uint64, struct{}](capacity, nil)
+		universe := uint64(2 + rng.IntN(120))
+		for op := range 200 {
+			switch k := rng.IntN(10); {
+			case k < 6: // a dispatched prompt's blocks, at times with a new capacity
+				hashes := make([]uint64, rng.IntN(12))
+				for i := range hashes {
+					hashes[i] = rng.Uint64N(universe)
+				}
+				c := idx.capacity
+				if rng.IntN(20) == 0 {
+					c = 1 + rng.IntN(80)
+				}
+				idx.add(hashes, c)
+				if c > 0 && c != capacity {
+					ref.Resize(c)
+					capacity = c
+				}
+				for _, h := range slices.Backward(hashes) {
+					ref.Add(h, struct{}{})
+				}
+			case k < 8:
+				h := rng.Uint64N(universe)
+				idx.remove(h)
+				ref.Remove(h)
+			default:
+				hashes := make([]uint64, rng.IntN(12))
+				for i := range hashes {
+					hashes[i] = rng.Uint64N(universe)
+				}
+				lo, hi := 0, len(hashes)
+				for lo < hi {
+					mid := (lo + hi + 1) / 2
+					if ref.Contains(hashes[mid-1]) {
+						lo = mid
+					} else {
+						hi = mid - 1
+					}
+				}
+				if got := idx.matched(hashes); got != lo {
+					t.Fatalf("trial %d op %d: matched %d, the LRU %d", trial, op, got, lo)
+				}
+			}
+			var keys []uint64 // oldest first
+			for i := idx.tail; i >= 0; i = idx.entries[i].prev {
+				keys = append(keys, idx.entries[i].hash)
+			}
+			if !slices.Equal(keys, ref.Keys()) || idx.len() != ref.Len() {
+				t.Fatalf("trial %d op %d: the record holds %v, the LRU %v", trial, op, keys, ref.Keys())
+			}
 		}
-		if len(lat) < cap(lat) {
-			lat = append(lat, time.Since(start))
-		}
-		i++
-	}
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
 	}
 }
 
@@ -315,7 +367,7 @@ func TestBlockIndexEvictsPromptEndsFirst(t *testing.T) {
 		t.Fatalf("matched %d blocks of the first prompt, want its 2 shared ones", got)
 	}
 	for _, h := range []uint64{1, 2} {
-		if !idx.lru.Contains(h) {
+		if !idx.contains(h) {
 			t.Fatalf("shared head block %d was evicted before a tail", h)
 		}
 	}

@@ -396,6 +396,46 @@ const maxBinaryString = 256
 // field allocates what it says; checking first means a corrupt file is refused instead of
 // exhausting memory. It returns the model's feature and tree counts.
 func CheckBinary(b []byte) (numFeatures, numTrees int, err error) {
+	m, err := readBinary(b, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	return m.NumFeatures, m.numTrees, nil
+}
+
+// Model is a binary model's trees as ReadBinary returns them: the prediction for a row is
+// BaseScore plus, tree by tree in order, the value of the leaf the row reaches.
+type Model struct {
+	BaseScore   float32
+	NumFeatures int
+	// Trees hold each tree's nodes, the root first. Nodes no path from the root reaches
+	// (deleted ones) are as stored and carry no meaning.
+	Trees    [][]Node
+	numTrees int
+}
+
+// Node is a node of a tree: a split, or a leaf when Left and Right are -1.
+type Node struct {
+	// Left and Right are the children's positions in the tree.
+	Left, Right int32
+	// Feature is the column a split reads; a NaN value goes left when DefaultLeft, right
+	// otherwise.
+	Feature     uint32
+	DefaultLeft bool
+	// Value is a split's threshold, with leaves' rule (left when value <= Value, see the
+	// package comment), or a leaf's value.
+	Value float32
+}
+
+// Leaf reports whether n is a leaf.
+func (n Node) Leaf() bool { return n.Left == -1 && n.Right == -1 }
+
+// ReadBinary reads a model in the binary format ConvertJSON writes, with CheckBinary's checks:
+// every node a path from a root reaches is a leaf or a split on a feature below NumFeatures,
+// with finite values, and each is reached once.
+func ReadBinary(b []byte) (*Model, error) { return readBinary(b, true) }
+
+func readBinary(b []byte, keep bool) (*Model, error) {
 	r := bytes.NewReader(b)
 	read := func(v any) error {
 		if err := binary.Read(r, binary.LittleEndian, v); err != nil {
@@ -405,46 +445,50 @@ func CheckBinary(b []byte) (numFeatures, numTrees int, err error) {
 	}
 	var lp learnerModelParam
 	if err := read(&lp); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	if bs := float64(lp.BaseScore); math.IsNaN(bs) || math.IsInf(bs, 0) {
-		return 0, 0, fmt.Errorf("xgbconv: binary model base score %v", lp.BaseScore)
+		return nil, fmt.Errorf("xgbconv: binary model base score %v", lp.BaseScore)
 	}
 	if lp.NumFeatures == 0 || lp.NumFeatures > math.MaxInt32 || lp.NumClass > 1 || lp.ContainExtraAttrs != 0 || lp.ContainEvalMetrics != 0 {
-		return 0, 0, fmt.Errorf("xgbconv: binary model header %+v is not one ConvertJSON writes", lp)
+		return nil, fmt.Errorf("xgbconv: binary model header %+v is not one ConvertJSON writes", lp)
 	}
 	for range 2 {
 		var n uint64
 		if err := read(&n); err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		if n > maxBinaryString || n > uint64(r.Len()) {
-			return 0, 0, fmt.Errorf("xgbconv: binary model string of %d bytes", n)
+			return nil, fmt.Errorf("xgbconv: binary model string of %d bytes", n)
 		}
 		if _, err := r.Seek(int64(n), io.SeekCurrent); err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 	}
 	var gp gbTreeModelParam
 	if err := read(&gp); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	nodeSize := int64(binary.Size(node{}) + binary.Size(nodeStat{}))
 	treeSize := int64(binary.Size(treeParam{}))
 	if gp.NumTrees <= 0 || int64(gp.NumTrees)*(treeSize+nodeSize+4) > int64(r.Len()) || gp.NumOutputGroup != 1 || gp.NumFeature <= 0 || uint32(gp.NumFeature) > lp.NumFeatures {
-		return 0, 0, fmt.Errorf("xgbconv: binary model booster %+v does not fit its %d bytes", gp, len(b))
+		return nil, fmt.Errorf("xgbconv: binary model booster %+v does not fit its %d bytes", gp, len(b))
+	}
+	m := &Model{BaseScore: lp.BaseScore, NumFeatures: int(lp.NumFeatures), numTrees: int(gp.NumTrees)}
+	if keep {
+		m.Trees = make([][]Node, 0, gp.NumTrees)
 	}
 	for t := range int(gp.NumTrees) {
 		var tp treeParam
 		if err := read(&tp); err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		if tp.NumNodes <= 0 || tp.NumRoots != 1 || tp.SizeLeafVector != 0 || int64(tp.NumNodes)*nodeSize > int64(r.Len()) {
-			return 0, 0, fmt.Errorf("xgbconv: binary model tree %d: %d nodes in %d bytes", t, tp.NumNodes, r.Len())
+			return nil, fmt.Errorf("xgbconv: binary model tree %d: %d nodes in %d bytes", t, tp.NumNodes, r.Len())
 		}
 		nodes := make([]node, tp.NumNodes)
 		if err := read(nodes); err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		// Walk from the root: every reachable node in range, reached once (no cycle a
 		// prediction could loop on), a leaf or a split on a known feature, finite.
@@ -456,28 +500,35 @@ func CheckBinary(b []byte) (numFeatures, numTrees int, err error) {
 			stack = stack[:len(stack)-1]
 			n := nodes[i]
 			if f := float64(n.Info); math.IsNaN(f) || math.IsInf(f, 0) {
-				return 0, 0, fmt.Errorf("xgbconv: binary model tree %d node %d: value %v", t, i, n.Info)
+				return nil, fmt.Errorf("xgbconv: binary model tree %d node %d: value %v", t, i, n.Info)
 			}
 			if n.CLeft == -1 && n.CRight == -1 {
 				continue
 			}
 			if n.SIndex&((1<<31)-1) >= lp.NumFeatures {
-				return 0, 0, fmt.Errorf("xgbconv: binary model tree %d node %d: feature %d out of range", t, i, n.SIndex&((1<<31)-1))
+				return nil, fmt.Errorf("xgbconv: binary model tree %d node %d: feature %d out of range", t, i, n.SIndex&((1<<31)-1))
 			}
 			for _, c := range []int32{n.CLeft, n.CRight} {
 				if c <= 0 || c >= tp.NumNodes || seen[c] {
-					return 0, 0, fmt.Errorf("xgbconv: binary model tree %d node %d: child %d out of range or reached twice", t, i, c)
+					return nil, fmt.Errorf("xgbconv: binary model tree %d node %d: child %d out of range or reached twice", t, i, c)
 				}
 				seen[c] = true
 				stack = append(stack, c)
 			}
 		}
 		if _, err := r.Seek(int64(tp.NumNodes)*int64(binary.Size(nodeStat{})), io.SeekCurrent); err != nil {
-			return 0, 0, err
+			return nil, err
+		}
+		if keep {
+			tree := make([]Node, len(nodes))
+			for i, n := range nodes {
+				tree[i] = Node{Left: n.CLeft, Right: n.CRight, Feature: n.SIndex & (1<<31 - 1), DefaultLeft: n.SIndex>>31 != 0, Value: n.Info}
+			}
+			m.Trees = append(m.Trees, tree)
 		}
 	}
 	if r.Len() != int(gp.NumTrees)*4 {
-		return 0, 0, fmt.Errorf("xgbconv: binary model has %d bytes after its trees, want %d", r.Len(), int(gp.NumTrees)*4)
+		return nil, fmt.Errorf("xgbconv: binary model has %d bytes after its trees, want %d", r.Len(), int(gp.NumTrees)*4)
 	}
-	return int(lp.NumFeatures), int(gp.NumTrees), nil
+	return m, nil
 }

@@ -191,10 +191,17 @@ func TestCheckBinary(t *testing.T) {
 	if err != nil || nf <= 0 || nt <= 0 {
 		t.Fatalf("a converted model: %d features, %d trees, %v", nf, nt, err)
 	}
+	m, err := ReadBinary(bin)
+	if err != nil || m.NumFeatures != nf || len(m.Trees) != nt {
+		t.Fatalf("ReadBinary: %v; %+v", err, m)
+	}
 	// Every truncation, and bytes added at the end, are refused.
 	for n := range len(bin) {
 		if _, _, err := CheckBinary(bin[:n]); err == nil {
 			t.Fatalf("truncated to %d of %d bytes: accepted", n, len(bin))
+		}
+		if _, err := ReadBinary(bin[:n]); err == nil {
+			t.Fatalf("ReadBinary: truncated to %d of %d bytes: accepted", n, len(bin))
 		}
 	}
 	if _, _, err := CheckBinary(append(bin[:len(bin):len(bin)], 0)); err == nil {
