@@ -9,7 +9,7 @@ PKGS := ./...
 # minimising an input reports "context deadline exceeded" as a failure (a Go fuzzing quirk).
 FUZZTIME ?= 100000x
 
-.PHONY: all build test unit fuzz bench demo lint clean
+.PHONY: slow all build test unit fuzz bench demo lint clean
 
 all: build
 
@@ -22,12 +22,17 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: lint unit fuzz
+test: lint unit slow fuzz
 
 # One package at a time: the end-to-end tests compare real-time latencies, which other
 # packages' tests running beside them on a 2-core machine would disturb.
 unit:
 	$(GO) test -race -count=1 -p 1 -timeout 14m $(PKGS)
+
+# Virtual-time tests too slow under the race detector (ten times slower), which skip there:
+# run once without it.
+slow:
+	$(GO) test -count=1 -run '^TestDriftCorrectedAttainment$$' ./predictor
 
 # Each fuzz target runs briefly; run longer with e.g. `make fuzz FUZZTIME=5000000x`.
 fuzz:
