@@ -133,3 +133,49 @@ func TestHTTPAgreesWithVirtual(t *testing.T) {
 		})
 	}
 }
+
+// A small comparison runs every named policy over the same arrivals, prints the attainment
+// table and the per-policy detail, and draws the charts.
+func TestCompareSmall(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"--compare", "--workloads", "heterogeneous", "--policies", "round-robin,llm-d-token,clairvoyant",
+		"--loads", "0.5,1.5", "--seeds", "1,2", "--duration", "5s", "--capacities", "heterogeneous=100", "--no-progress",
+		"--plots", dir, "--json", filepath.Join(dir, "c.json")}, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{"heterogeneous on 6x8b-h100,2x8b-a100, capacity 100.0 req/s", "round-robin", "llm-d-token", "clairvoyant", "interactive%"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	var res comparison
+	b, err := os.ReadFile(filepath.Join(dir, "c.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	cells := res.Results["heterogeneous"]["1.50"]
+	if len(cells["round-robin"]) != 2 || cells["round-robin"][0].Requests == 0 ||
+		cells["round-robin"][0].Requests != cells["clairvoyant"][0].Requests {
+		t.Fatalf("cells %+v: want two seeds, the same arrivals for every policy", cells)
+	}
+	if a := cells["clairvoyant"][0].Attainment; a == nil || *a <= 0 {
+		t.Fatalf("clairvoyant attainment %v", a)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "compare.png")); err != nil || st.Size() == 0 {
+		t.Fatalf("no chart: %v", err)
+	}
+	for _, bad := range [][]string{
+		{"--compare", "--seeds", "2001"}, {"--compare", "--workloads", "nope"}, {"--compare", "--policies", "nope"},
+		{"--compare", "--loads", "0"}, {"--compare", "--capacities", "x"},
+	} {
+		if err := run(context.Background(), append(bad, "--no-progress"), io.Discard, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
