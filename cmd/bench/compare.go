@@ -82,6 +82,7 @@ type compareOptions struct {
 	plots      string
 	models     string
 	parallel   int
+	sloArgs    string
 }
 
 // cell is one policy's figures at one load of one workload, for one seed.
@@ -134,7 +135,7 @@ func parseList[T any](s, what string, conv func(string) (T, error)) ([]T, error)
 // profileFor is the scheduling profile a comparison runs a policy with on pool: the
 // built-in profile, with llm-d's peak prefill throughput calibrated for the pool's replica
 // classes as llm-d calibrates it.
-func profileFor(policy, pool string) (scheduler.ProfileConfig, error) {
+func profileFor(policy, pool, sloArgs string) (scheduler.ProfileConfig, error) {
 	name := policy
 	if policy == "clairvoyant" {
 		name = "augur"
@@ -142,6 +143,9 @@ func profileFor(policy, pool string) (scheduler.ProfileConfig, error) {
 	pc, ok := scheduler.BuiltinProfiles()[name]
 	if !ok {
 		return pc, fmt.Errorf("unknown policy %q", policy)
+	}
+	if sloArgs != "" && pc.Picker.Name == "slo" {
+		pc.Picker.Args = json.RawMessage(sloArgs)
 	}
 	specs, err := virtual.ParsePool(pool)
 	if err != nil {
@@ -259,7 +263,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		start := time.Now()
 		best, bestPolicy := 0.0, ""
 		for _, pol := range heuristicBaselines {
-			pc, err := profileFor(pol, w.Pool)
+			pc, err := profileFor(pol, w.Pool, co.sloArgs)
 			if err != nil {
 				return err
 			}
@@ -326,7 +330,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, set)
+				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, set, co.sloArgs)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = fmt.Errorf("%s at %.2fx, seed %d, %s: %w", j.w.Name, j.load, j.seed, j.policy, err)
@@ -380,7 +384,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 }
 
 // runCell runs one workload at one rate under one policy and summarises it.
-func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, set *predictor.Set) (cell, error) {
+func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, set *predictor.Set, sloArgs string) (cell, error) {
 	start := time.Now()
 	specs, err := virtual.ParsePool(w.Pool)
 	if err != nil {
@@ -390,7 +394,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 	if err != nil {
 		return cell{}, err
 	}
-	pc, err := profileFor(policy, w.Pool)
+	pc, err := profileFor(policy, w.Pool, sloArgs)
 	if err != nil {
 		return cell{}, err
 	}
