@@ -282,7 +282,7 @@ func TestDriftConcurrently(t *testing.T) {
 
 // Predict allocates nothing while a replica's predictions are corrected.
 func TestPredictAllocatesNothingWhileDrifting(t *testing.T) {
-	if raceEnabled {
+	if raceDetector {
 		t.Skip("under the race detector sync.Pool drops buffers on purpose; runs without it (make slow)")
 	}
 	s := newStream(t, 4, 10, nil, predictor.DriftOptions{})

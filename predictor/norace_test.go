@@ -6,6 +6,3 @@ package predictor_test
 // sync.Pool also drops a share of what is put back, so a call through a pool allocates now
 // and then however lean it is.
 const raceDetector = false
-
-// raceEnabled is raceDetector, by the name the allocation tests use.
-const raceEnabled = raceDetector

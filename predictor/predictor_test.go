@@ -96,7 +96,7 @@ func TestPredictFillsEveryCandidate(t *testing.T) {
 }
 
 func TestPredictAllocatesNothing(t *testing.T) {
-	if raceEnabled {
+	if raceDetector {
 		t.Skip("the race detector's sync.Pool drops buffers on purpose")
 	}
 	p, _ := loaded(t)

@@ -496,10 +496,16 @@ const minGroupScore = 0.01
 
 // Score implements Scorer.
 func (s *LatencyScorer) Score(_ context.Context, req *Request, cands []Candidate, scores []float64) {
-	hs := make([]headroom, len(cands))
+	// Decisions have tens of candidates: their headrooms and a group live on the stack.
+	var hbuf [64]headroom
+	var mbuf [64]int
+	hs, members := hbuf[:0], mbuf[:0]
+	if len(cands) > len(hbuf) {
+		hs, members = make([]headroom, 0, len(cands)), make([]int, 0, len(cands))
+	}
 	predicted := false
 	for i := range cands {
-		hs[i] = s.rule.of(req, &cands[i])
+		hs = append(hs, s.rule.of(req, &cands[i]))
 		predicted = predicted || hs[i].predicted
 	}
 	if !predicted {
@@ -509,26 +515,29 @@ func (s *LatencyScorer) Score(_ context.Context, req *Request, cands []Candidate
 	// The first non-empty group of replicas with predictions is scored, the others score 0:
 	// the feasible by the configured strategy; when none is, by least deficit, the idle,
 	// then those violating TPOT only, TTFT only, both.
-	groups := []struct {
-		in   func(i int) bool
-		most bool
-	}{
-		{func(i int) bool { return hs[i].feasible() }, s.most},
-		{func(i int) bool { return cands[i].Load.Requests == 0 }, false},
-		{func(i int) bool { return hs[i].ttftOK && !hs[i].tpotOK }, false},
-		{func(i int) bool { return !hs[i].ttftOK && hs[i].tpotOK }, false},
-		{func(int) bool { return true }, false},
-	}
-	members := make([]int, 0, len(cands))
-	for _, g := range groups {
+	for g := range 5 {
 		members = members[:0]
 		for i := range hs {
-			if hs[i].predicted && g.in(i) {
+			h := &hs[i]
+			var in bool
+			switch g {
+			case 0:
+				in = h.feasible()
+			case 1:
+				in = cands[i].Load.Requests == 0
+			case 2:
+				in = h.ttftOK && !h.tpotOK
+			case 3:
+				in = !h.ttftOK && h.tpotOK
+			default:
+				in = true
+			}
+			if h.predicted && in {
 				members = append(members, i)
 			}
 		}
 		if len(members) > 0 {
-			s.scoreGroup(hs, members, g.most, scores)
+			s.scoreGroup(hs, members, g == 0 && s.most, scores)
 			return
 		}
 	}
@@ -592,13 +601,6 @@ func (s *LatencyScorer) composite(cands []Candidate, scores []float64) {
 		prefix, _ := c.Value(ValuePrefixMatch)
 		scores[i] = s.kvW*(1-c.Metrics.KVUsage) + s.queueW*queue + s.prefixW*prefix
 	}
-}
-
-// float64 draws a uniform number in [0,1).
-func (r *lockedRand) float64() float64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.rng.Float64()
 }
 
 // withDefaults returns a factory decoding its arguments strictly over defaults() (so that

@@ -40,6 +40,20 @@ func newLockedRand(seed, stream uint64) lockedRand {
 	return lockedRand{rng: rand.New(rand.NewPCG(seed, seed^stream))}
 }
 
+// float64 draws a uniform number in [0,1).
+func (r *lockedRand) float64() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rng.Float64()
+}
+
+// intN draws a uniform number in [0,n).
+func (r *lockedRand) intN(n int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rng.IntN(n)
+}
+
 // shuffledIndices appends the indices 0..n-1 to order in random order and returns order and
 // the appended part.
 func (r *lockedRand) shuffledIndices(order []int, n int) ([]int, []int) {
@@ -91,12 +105,7 @@ func (*MaxScorePicker) Name() string { return "max-score" }
 // Pick implements Picker.
 func (p *MaxScorePicker) Pick(_ context.Context, _ *Request, cands []Candidate, scores []float64, n int, order []int) []int {
 	start := len(order)
-	explore := false
-	if p.explore > 0 {
-		p.r.mu.Lock()
-		explore = p.r.rng.Float64() < p.explore
-		p.r.mu.Unlock()
-	}
+	explore := p.explore > 0 && p.r.float64() < p.explore
 	// Shuffle first, then a stable sort by score: ties end up in random order.
 	order, idx := p.r.shuffledIndices(order, len(cands))
 	if !explore {

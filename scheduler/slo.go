@@ -4,15 +4,15 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"time"
 )
 
 // Strategies of the SLO picker for choosing among the replicas predicted to meet a request's
 // objectives.
 const (
-	// StrategyBestFit picks the feasible replica with the least relative headroom that still
-	// leaves the margin (the most headroom when none does): requests with loose objectives
-	// fill slow or busy replicas, keeping fast, idle ones free for tight objectives.
+	// StrategyBestFit picks, after the least prompt work (SLOArgs.LeastWork), the feasible
+	// replica with the least relative headroom that still leaves the margin and the reserve
+	// (SLOArgs.Margin, ReserveMs), and the most headroom when none does: requests with loose
+	// objectives fill busy replicas, keeping the others free for tight objectives.
 	StrategyBestFit = "best-fit"
 	// StrategyMostHeadroom picks the feasible replica with the most relative headroom: the
 	// lowest predicted latency for the request, spreading load.
@@ -109,15 +109,11 @@ type objective struct {
 }
 
 func quantileIsUpper(q, dflt string) (bool, error) {
-	switch q {
-	case "":
-		return dflt == QuantileUpper, nil
-	case QuantileUpper:
-		return true, nil
-	case QuantileMean:
-		return false, nil
+	if q == "" {
+		q = dflt
 	}
-	return false, fmt.Errorf("quantile %q: want %q or %q", q, QuantileUpper, QuantileMean)
+	r, err := newSLORule(q, 1)
+	return r.upper, err
 }
 
 // NewSLOPicker validates a and returns the picker; seed drives exploration and tie-breaks.
@@ -228,7 +224,7 @@ func (*SLOPicker) Name() string { return "slo" }
 // objectiveOf is what req is judged by: its own SLO header values, completed by its
 // objective's (or the default) configured values for what it does not state.
 func (p *SLOPicker) objectiveOf(req *Request) objective {
-	o := objective{ttft: ms(req.SLO.TTFT), tpot: ms(req.SLO.TPOT), ttftUpper: p.ttftUpper, tpotUpper: p.tpotUpper}
+	o := objective{ttft: msOf(req.SLO.TTFT), tpot: msOf(req.SLO.TPOT), ttftUpper: p.ttftUpper, tpotUpper: p.tpotUpper}
 	conf, ok := p.objectives[req.Objective]
 	if !ok {
 		if p.def == nil {
@@ -246,8 +242,6 @@ func (p *SLOPicker) objectiveOf(req *Request) objective {
 	return o
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
 // judge is one candidate's standing: feasible candidates rank by headroom, the rest by
 // violation, and requests without any objective by predicted latency.
 type judge struct {
@@ -261,19 +255,13 @@ type judge struct {
 
 // judgeOf judges candidate c for req; ok is false when c carries no predictions.
 func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, bool) {
-	tv, pv := ValuePredictedTTFT, ValuePredictedTPOT
-	if o.ttftUpper {
-		tv = ValuePredictedTTFTUpper
-	}
-	if o.tpotUpper {
-		pv = ValuePredictedTPOTUpper
-	}
-	ttft, ok1 := c.Value(tv)
-	tpot, ok2 := c.Value(pv)
+	// A model set without quantile models predicts no upper values: the mean stands in.
+	ttft, ok1 := sloRule{upper: o.ttftUpper}.prediction(c, ValuePredictedTTFT, ValuePredictedTTFTUpper)
+	tpot, ok2 := sloRule{upper: o.tpotUpper}.prediction(c, ValuePredictedTPOT, ValuePredictedTPOTUpper)
 	if !ok1 || !ok2 {
 		return judge{}, false
 	}
-	j := judge{feasible: true, headroom: 1, slack: math.Inf(1), uncached: (c.UncachedTokens(req) + 15) / 16}
+	j := judge{headroom: 1, slack: math.Inf(1), uncached: (c.UncachedTokens(req) + PrefixBlockTokens - 1) / PrefixBlockTokens}
 	out := req.MaxTokens
 	if out <= 0 {
 		out = p.outputTokens
@@ -293,7 +281,7 @@ func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, boo
 		j.headroom = min(j.headroom, (limit-tpot)/limit)
 	}
 	limit := o.tpot
-	if run := ms(c.Load.TightestTPOTObjective); run > 0 && (limit == 0 || run < limit) {
+	if run := msOf(c.Load.TightestTPOTObjective); run > 0 && (limit == 0 || run < limit) {
 		limit = run
 	}
 	if limit > 0 {
@@ -356,9 +344,6 @@ func (p *SLOPicker) Pick(ctx context.Context, req *Request, cands []Candidate, s
 		if !ok {
 			return p.fallback.Pick(ctx, req, cands, scores, n, order)
 		}
-		if cands[i].Load.TightestTPOTObjective > 0 {
-			constrained = true
-		}
 		cands[i].SetValue(ValueSLOViolation, j.violation)
 		js = append(js, j)
 	}
@@ -376,19 +361,12 @@ func (p *SLOPicker) Pick(ctx context.Context, req *Request, cands []Candidate, s
 		}
 		idx[a], idx[best] = idx[best], idx[a]
 	}
-	if p.explore > 0 && len(idx) > 1 {
-		p.r.mu.Lock()
-		explore := p.r.rng.Float64() < p.explore
-		k := p.r.rng.IntN(len(idx))
-		p.r.mu.Unlock()
-		if explore {
-			// The drawn candidate becomes the primary; the ranking's choice stays the first
-			// fallback.
-			idx[0], idx[k] = idx[k], idx[0]
-			if k >= m && m > 1 {
-				idx[k], idx[m-1] = idx[m-1], idx[k]
-			}
-		}
+	if p.explore > 0 && len(idx) > 1 && p.r.float64() < p.explore {
+		// The drawn candidate becomes the primary; the ranking's choices follow it in order.
+		k := p.r.intN(len(idx))
+		v := idx[k]
+		copy(idx[1:k+1], idx[:k])
+		idx[0] = v
 	}
 	return order[:start+m]
 }

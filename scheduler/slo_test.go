@@ -224,16 +224,26 @@ func TestSLOPickerExplorationRate(t *testing.T) {
 	for i, n := range []string{"r0", "r1", "r2", "r3"} {
 		pred[n] = prediction{ttftUp: 100 * float64(i+1), tpotUp: 10}
 	}
-	s := sloScheduler(t, p, `{"strategy":"most-headroom","explore":0.1}`, pred, 1)
+	s := sloScheduler(t, p, `{"strategy":"most-headroom","explore":0.1}`, pred, 3)
 	const n = 20000
 	other := 0
 	for range n {
 		res := mustDecide(t, s, interactive())
-		if res.Targets[0].Replica.Name != "r0" {
+		got := targetNames(res)
+		if got[0] != "r0" {
 			other++
-			if res.Targets[1].Replica.Name != "r0" {
-				t.Fatalf("explored decision's first fallback %s, want the ranking's choice r0", res.Targets[1].Replica.Name)
+			// Behind the drawn primary, the ranking's order: r0 r1 r2 r3 less the drawn one.
+			var want []string
+			for _, r := range []string{"r0", "r1", "r2", "r3"} {
+				if r != got[0] {
+					want = append(want, r)
+				}
 			}
+			if !equal(got[1:], want) {
+				t.Fatalf("explored decision %v: fallbacks %v, want the ranking's %v", got, got[1:], want)
+			}
+		} else if !equal(got, []string{"r0", "r1", "r2", "r3"}) {
+			t.Fatalf("decision %v, want the ranking r0 r1 r2 r3", got)
 		}
 	}
 	// A drawn primary is r0 a quarter of the time: 7.5% of decisions go elsewhere.
@@ -303,3 +313,47 @@ func TestSLOPickerLeastWork(t *testing.T) {
 		t.Fatalf("leastWork off: order %v, want r0 (most headroom) first", got)
 	}
 }
+
+// A model set without quantile models predicts no upper values: the picker judges by the mean
+// rather than falling back to scores.
+func TestSLOPickerMeanWhenNoUpper(t *testing.T) {
+	p, _ := testPool(t, 2)
+	for range 5 {
+		p.Replicas()[1].Dispatch(time.Unix(1, 0), pool.Work{PromptTokens: 10}) // r1 loaded: the fallback's choice would be r0
+	}
+	meanOnly := predictorFunc(func(cands []Candidate) {
+		for i := range cands {
+			ttft := 900.0 // r0 misses 500 ms
+			if cands[i].Replica.Name == "r1" {
+				ttft = 100
+			}
+			cands[i].SetValue(ValuePredictedTTFT, ttft)
+			cands[i].SetValue(ValuePredictedTPOT, 10)
+		}
+	})
+	s := sloScheduler(t, p, `{}`, meanOnly, 0)
+	if got := mustDecide(t, s, interactive()).Targets[0].Replica.Name; got != "r1" {
+		t.Fatalf("chose %s, want r1, the only replica whose mean TTFT meets 500 ms", got)
+	}
+}
+
+// A request without objectives goes where its predicted latency is lowest even when another
+// replica runs streams with TPOT objectives (they bound feasibility, not its ranking).
+func TestSLOPickerNoSLOBesideRunningObjectives(t *testing.T) {
+	p, _ := testPool(t, 2)
+	p.Replicas()[1].Dispatch(time.Unix(1, 0), pool.Work{PromptTokens: 10, TPOTObjective: time.Second})
+	pred := tablePredictor{
+		"r0": {ttftUp: 900, tpotUp: 20, match: 0},   // cold, slower
+		"r1": {ttftUp: 100, tpotUp: 20, match: 0.9}, // warm, faster, runs a loose stream
+	}
+	pred["r0"] = prediction{ttftUp: 100, tpotUp: 20, match: 0.9}
+	pred["r1"] = prediction{ttftUp: 900, tpotUp: 20}
+	s := sloScheduler(t, p, `{}`, pred, 1)
+	if got := targetNames(mustDecide(t, s, &Request{PromptTokens: 1000, MaxTokens: 10})); !equal(got, []string{"r0", "r1"}) {
+		t.Fatalf("order %v, want r0 (lower predicted latency) first", got)
+	}
+}
+
+type predictorFunc func(cands []Candidate)
+
+func (f predictorFunc) Predict(_ context.Context, _ *Request, cands []Candidate) { f(cands) }

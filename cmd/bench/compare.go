@@ -61,14 +61,48 @@ func compareWorkloads() []benchWorkload {
 }
 
 func (w benchWorkload) generator(seed uint64, rate float64, d time.Duration) (workload.Generator, error) {
-	g, err := workload.New(w.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, d)})
+	specs, err := virtual.ParsePool(w.Pool)
 	if err != nil {
 		return nil, err
 	}
-	if w.Classes {
-		return workload.WithClasses(g, seed, nil)
+	g, err := workload.New(w.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, d),
+		Trace: workload.TraceOptions{MaxModelLen: maxModelLen(specs)}})
+	if err != nil {
+		return nil, err
 	}
-	return g, nil
+	return w.wrap(seed)(g)
+}
+
+// wrap is what the workload's stream passes through: the reference classes by seed, for a
+// workload without objectives.
+func (w benchWorkload) wrap(seed uint64) func(workload.Generator) (workload.Generator, error) {
+	return func(g workload.Generator) (workload.Generator, error) {
+		if w.Classes {
+			return workload.WithClasses(g, seed, nil)
+		}
+		return g, nil
+	}
+}
+
+// maxModelLen is the longest request every replica of the pool accepts, so that a replayed
+// trace fits the pool it runs on.
+func maxModelLen(specs []virtual.ReplicaSpec) int {
+	n := 0
+	for i, sp := range specs {
+		if i == 0 || sp.Profile.MaxModelLen < n {
+			n = sp.Profile.MaxModelLen
+		}
+	}
+	return n
+}
+
+// predictorFor builds, for a virtual run, a predictor serving set on the run's clock.
+func predictorFor(set *predictor.Set) func(clock.PassiveClock) scheduler.Predictor {
+	return func(clk clock.PassiveClock) scheduler.Predictor {
+		p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
+		p.Swap(set)
+		return p
+	}
 }
 
 // compareOptions are the flags of --compare.
@@ -85,6 +119,18 @@ type compareOptions struct {
 	sloArgs    string
 }
 
+// checkSLOArgs refuses --slo-args the SLO picker would refuse, before any work starts.
+func checkSLOArgs(args string) error {
+	if args == "" {
+		return nil
+	}
+	pc := scheduler.ProfileConfig{Name: "--slo-args", Picker: scheduler.PluginConfig{Name: "slo", Args: json.RawMessage(args)}}
+	if _, err := scheduler.DefaultRegistry().Build(pc, scheduler.Handle{}, nil); err != nil {
+		return fmt.Errorf("--slo-args: %w", err)
+	}
+	return nil
+}
+
 // cell is one policy's figures at one load of one workload, for one seed.
 type cell struct {
 	Attainment  *float64            `json:"attainment"`
@@ -95,7 +141,6 @@ type cell struct {
 	TPOTP99     *float64            `json:"tpot_p99_ms"`
 	HitRate     *float64            `json:"hit_rate"`
 	Requests    int                 `json:"requests"`
-	Infeasible  int                 `json:"decisions_known_to_miss"`
 	WallSeconds float64             `json:"wall_s"`
 }
 
@@ -132,50 +177,44 @@ func parseList[T any](s, what string, conv func(string) (T, error)) ([]T, error)
 	return out, nil
 }
 
-// profileFor is the scheduling profile a comparison runs a policy with on pool: the
-// built-in profile, with llm-d's peak prefill throughput calibrated for the pool's replica
-// classes as llm-d calibrates it.
-func profileFor(policy, pool, sloArgs string) (scheduler.ProfileConfig, error) {
-	name := policy
-	if policy == "clairvoyant" {
-		name = "augur"
-	}
-	pc, ok := scheduler.BuiltinProfiles()[name]
-	if !ok {
-		return pc, fmt.Errorf("unknown policy %q", policy)
-	}
-	if sloArgs != "" && pc.Picker.Name == "slo" {
-		pc.Picker.Args = json.RawMessage(sloArgs)
-	}
-	specs, err := virtual.ParsePool(pool)
-	if err != nil {
-		return pc, err
-	}
-	peaks := map[string]float64{}
-	for _, sp := range specs {
-		if _, ok := peaks[sp.Profile.Name]; ok {
-			continue
+// profiles are the scheduling profiles of a comparison by pool and policy: the built-in
+// profiles (clairvoyant: augur's), with llm-d's peak prefill throughput calibrated for the
+// pool's replica classes as llm-d calibrates it, and --slo-args for the SLO picker.
+func profiles(pools, policies []string, sloArgs string) (map[[2]string]scheduler.ProfileConfig, error) {
+	peaks := map[string]float64{} // by replica profile, calibrated once
+	out := map[[2]string]scheduler.ProfileConfig{}
+	for _, pool := range pools {
+		specs, err := virtual.ParsePool(pool)
+		if err != nil {
+			return nil, err
 		}
-		if peaks[sp.Profile.Name], err = peakOf(sp.Profile); err != nil {
-			return pc, err
+		classes := map[string]float64{}
+		for _, sp := range specs {
+			if _, ok := peaks[sp.Profile.Name]; !ok {
+				if peaks[sp.Profile.Name], err = sim.PeakPrefillThroughput(sp.Profile); err != nil {
+					return nil, err
+				}
+			}
+			classes[sp.Profile.Name] = peaks[sp.Profile.Name]
+		}
+		for _, policy := range policies {
+			name := policy
+			if policy == "clairvoyant" {
+				name = "augur"
+			}
+			pc, ok := scheduler.BuiltinProfiles()[name]
+			if !ok {
+				return nil, fmt.Errorf("unknown policy %q", policy)
+			}
+			if sloArgs != "" && pc.Picker.Name == "slo" {
+				pc.Picker.Args = json.RawMessage(sloArgs)
+			}
+			if out[[2]string{pool, policy}], err = scheduler.WithPeakPrefillThroughput(pc, classes); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return scheduler.WithPeakPrefillThroughput(pc, peaks)
-}
-
-var peakCache sync.Map // profile name -> float64
-
-// peakOf is the profile's peak prefill throughput, calibrated once per process.
-func peakOf(p sim.Profile) (float64, error) {
-	if v, ok := peakCache.Load(p.Name); ok {
-		return v.(float64), nil
-	}
-	v, err := sim.PeakPrefillThroughput(p)
-	if err != nil {
-		return 0, err
-	}
-	peakCache.Store(p.Name, v)
-	return v, nil
+	return out, nil
 }
 
 // compare runs every policy over every workload's load ladder and seeds in virtual time, with
@@ -188,7 +227,10 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		byName[w.Name] = w
 	}
 	var wls []benchWorkload
-	names, _ := parseList(co.workloads, "workloads", func(s string) (string, error) { return s, nil })
+	names, err := parseList(co.workloads, "workloads", func(s string) (string, error) { return s, nil })
+	if err != nil {
+		return err
+	}
 	for _, n := range names {
 		w, ok := byName[n]
 		if !ok {
@@ -237,12 +279,26 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		for _, kv := range kvs {
+			if _, ok := byName[kv[0]]; !ok || !slices.Contains(names, kv[0]) {
+				return fmt.Errorf("--capacities: %s is not one of --workloads %s", kv[0], co.workloads)
+			}
 			v, err := strconv.ParseFloat(kv[1], 64)
 			if err != nil || !(v > 0) {
 				return fmt.Errorf("--capacities: %s: bad rate %q", kv[0], kv[1])
 			}
 			caps[kv[0]] = v
 		}
+	}
+
+	var pools []string
+	for _, w := range wls {
+		if !slices.Contains(pools, w.Pool) {
+			pools = append(pools, w.Pool)
+		}
+	}
+	profs, err := profiles(pools, append(slices.Clone(heuristicBaselines), policies...), co.sloArgs)
+	if err != nil {
+		return err
 	}
 
 	var set *predictor.Set
@@ -263,18 +319,9 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		start := time.Now()
 		best, bestPolicy := 0.0, ""
 		for _, pol := range heuristicBaselines {
-			pc, err := profileFor(pol, w.Pool, co.sloArgs)
-			if err != nil {
-				return err
-			}
 			progress("\rcapacity of %s under %s...            ", w.Name, pol)
-			wrap := func(g workload.Generator) (workload.Generator, error) {
-				if w.Classes {
-					return workload.WithClasses(g, seeds[0], nil)
-				}
-				return g, nil
-			}
-			c, err := corpus.CapacityWith(ctx, corpus.Scenario{Workload: w.Workload, Pool: w.Pool}, seeds[0], 2*time.Minute, pc, wrap)
+			c, err := corpus.CapacityWith(ctx, corpus.Scenario{Workload: w.Workload, Pool: w.Pool}, seeds[0], corpus.CapacityWindow,
+				profs[[2]string{w.Pool, pol}], w.wrap(seeds[0]))
 			if err != nil {
 				return err
 			}
@@ -330,7 +377,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, set, co.sloArgs)
+				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, profs[[2]string{j.w.Pool, j.policy}], set)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = fmt.Errorf("%s at %.2fx, seed %d, %s: %w", j.w.Name, j.load, j.seed, j.policy, err)
@@ -384,17 +431,13 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 }
 
 // runCell runs one workload at one rate under one policy and summarises it.
-func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, set *predictor.Set, sloArgs string) (cell, error) {
+func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, pc scheduler.ProfileConfig, set *predictor.Set) (cell, error) {
 	start := time.Now()
 	specs, err := virtual.ParsePool(w.Pool)
 	if err != nil {
 		return cell{}, err
 	}
 	g, err := w.generator(seed, rate, d)
-	if err != nil {
-		return cell{}, err
-	}
-	pc, err := profileFor(policy, w.Pool, sloArgs)
 	if err != nil {
 		return cell{}, err
 	}
@@ -406,11 +449,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 		if set == nil {
 			return cell{}, errors.New("no models")
 		}
-		vc.PredictorFor = func(clk clock.PassiveClock) scheduler.Predictor {
-			p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
-			p.Swap(set)
-			return p
-		}
+		vc.PredictorFor = predictorFor(set)
 	}
 	r, err := virtual.Run(ctx, vc, g.Next)
 	if err != nil {
@@ -452,7 +491,10 @@ func benchModels(ctx context.Context, o options, stdout io.Writer, progress func
 		return set, note, nil
 	}
 	if arts, err := models.ReadDir(modelsCache); err == nil && len(arts) > 0 {
-		if set, err := predictor.Load(arts); err == nil {
+		set, err := predictor.Load(arts)
+		if err != nil {
+			fmt.Fprintf(stdout, "models: those in %s do not load (%v): training new ones\n", modelsCache, err)
+		} else {
 			note := fmt.Sprintf("%s, trained earlier on wind-tunnel traffic from seeds %d on, kept in %s (delete it to retrain)", set.Version(), firstModelSeed, modelsCache)
 			fmt.Fprintf(stdout, "models: %s\n", note)
 			return set, note, nil

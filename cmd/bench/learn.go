@@ -10,13 +10,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/models"
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/predictor"
 	"github.com/augur-llm/augur/requestcontrol"
-	"github.com/augur-llm/augur/scheduler"
 	"github.com/augur-llm/augur/store"
 	"github.com/augur-llm/augur/trainer"
 	"github.com/augur-llm/augur/windtunnel/corpus"
@@ -241,13 +239,8 @@ func trainCorpus(ctx context.Context, o options, firstSeed uint64, generations i
 		copts := corpus.Options{Capacities: tr.caps}
 		if gen > 1 {
 			want = lo.samples / 2
-			set := tr.set
 			copts.Policies = append(corpus.DefaultPolicies(), "augur")
-			copts.PredictorFor = func(clk clock.PassiveClock) scheduler.Predictor {
-				p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
-				p.Swap(set)
-				return p
-			}
+			copts.PredictorFor = predictorFor(tr.set)
 		}
 		rec, drain := startRecorder(db, 2*want)
 		start := time.Now()

@@ -28,10 +28,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/clock"
 
 	"github.com/augur-llm/augur/local/stack"
-	"github.com/augur-llm/augur/predictor"
 
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/pool"
@@ -133,8 +131,17 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.comparing && (o.learning || o.localStack || o.gateway != "" || o.recordDB != "" || o.recordFile != "") {
-		return o, fmt.Errorf("--compare runs in virtual time on its own: drop --learn, --local-stack, --gateway and recording")
+	if o.comparing && (o.learning || o.localStack || o.gateway != "" || o.recordDB != "" || o.recordFile != "" || o.classes || o.trace != "") {
+		return o, fmt.Errorf("--compare runs its own workloads in virtual time: drop --learn, --local-stack, --gateway, recording, --classes and --trace")
+	}
+	if o.trace != "" && !slices.Contains([]string{workload.NameTrace, workload.NameAzureConv, workload.NameAzureCode, workload.NameMooncake}, o.workload) {
+		return o, fmt.Errorf("--trace: workload %s replays no trace", o.workload)
+	}
+	if err := checkSLOArgs(o.compare.sloArgs); err != nil {
+		return o, err
+	}
+	if o.classes && !slices.Contains([]string{workload.NameSharedPrefix, workload.NameMultiTurn, workload.NameAgentic}, o.workload) {
+		return o, fmt.Errorf("--classes: workload %s assigns classes of its own", o.workload)
 	}
 	if o.learning && (o.localStack || o.gateway != "" || o.recordFile != "") {
 		return o, fmt.Errorf("--learn runs in virtual time and records to --record-db")
@@ -188,8 +195,12 @@ func (o options) generator() (workload.Generator, workload.Ladder, error) {
 			return nil, nil, fmt.Errorf("--ladder: %w", err)
 		}
 	}
+	maxLen := 0
+	if specs, err := o.replicaSpecs(); err == nil {
+		maxLen = maxModelLen(specs)
+	}
 	g, err := workload.New(o.workload, workload.Options{Seed: o.seed, Ladder: ladder, MaxRequests: o.maxReqs,
-		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}, Trace: workload.TraceOptions{Path: o.trace}})
+		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}, Trace: workload.TraceOptions{Path: o.trace, MaxModelLen: maxLen}})
 	if err == nil && o.classes {
 		g, err = workload.WithClasses(g, o.seed, nil)
 	}
@@ -339,11 +350,7 @@ func execute(ctx context.Context, o options, stderr io.Writer) (measurement, err
 			if err2 != nil {
 				return m, err2
 			}
-			vc.PredictorFor = func(clk clock.PassiveClock) scheduler.Predictor {
-				p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
-				p.Swap(set)
-				return p
-			}
+			vc.PredictorFor = predictorFor(set)
 		}
 		if rec != nil {
 			vc.Observers = append(vc.Observers, rec.observer)

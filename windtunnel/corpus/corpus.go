@@ -51,7 +51,8 @@ const DefaultExplore = 0.1
 
 // Capacity measurement (see Capacity).
 const (
-	capacityWindow   = 120 * time.Second
+	// CapacityWindow is the length of the runs Capacity measures with.
+	CapacityWindow   = 120 * time.Second
 	capacityComplete = 0.97
 )
 
@@ -60,7 +61,7 @@ const (
 // three quarters of a two-minute run, at least 97% complete within the run. It is found by
 // doubling, then bisecting to within 3%.
 func Capacity(ctx context.Context, sc Scenario, seed uint64) (float64, error) {
-	return CapacityOver(ctx, sc, seed, capacityWindow)
+	return CapacityOver(ctx, sc, seed, CapacityWindow)
 }
 
 // CapacityOver is Capacity measured with runs of length window instead of two minutes: a

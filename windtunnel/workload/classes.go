@@ -12,8 +12,9 @@ const streamClasses = 0xc1a55e5
 // WithClasses gives every request of g one of classes (DefaultClasses when nil), drawn by a
 // seeded rule in proportion to their shares: its class name, objectives, objective name,
 // priority and tenant. What the request asks for (prompt, output, arrival) is unchanged. It
-// is how workloads that carry no objectives of their own (shared prefix, replayed traces) are
-// judged by the reference mix's classes.
+// is how workloads that carry no objectives of their own (shared prefix, multi-turn, agentic)
+// are judged by the reference mix's classes; replayed traces assign them as they replay
+// (TraceOptions.Classes), with the classes' tenants.
 func WithClasses(g Generator, seed uint64, classes []Class) (Generator, error) {
 	if classes == nil {
 		classes = DefaultClasses()
