@@ -46,19 +46,7 @@ func trainOn(t testing.TB, sc corpus.Scenario, capacity float64, slow []virtual.
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := trainer.Train(context.Background(), rows, nil, trainer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var arts []models.Artifact
-	for _, tg := range rep.Targets {
-		arts = append(arts, tg.Artifacts...)
-	}
-	set, err := predictor.Load(arts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return set
+	return trainSet(t, rows)
 }
 
 // driftCase is a virtual-time run of a scenario in which replica sim-0 may slow.
@@ -182,19 +170,7 @@ func augurModels(t testing.TB, sc corpus.Scenario, capacity float64, slow []virt
 		}
 		start = start.Add(2 * time.Minute)
 	}
-	rep, err := trainer.Train(context.Background(), rows, nil, trainer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var arts []models.Artifact
-	for _, tg := range rep.Targets {
-		arts = append(arts, tg.Artifacts...)
-	}
-	set, err := predictor.Load(arts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return set
+	return trainSet(t, rows)
 }
 
 // The yardstick: on the reference heterogeneous pool under the augur profile at 0.8
@@ -239,4 +215,22 @@ func TestDriftCorrectedAttainment(t *testing.T) {
 	if corrected < reference-5 {
 		t.Errorf("corrected attainment %.1f%%, %.1f points below the retrained models' %.1f%%", corrected, reference-corrected, reference)
 	}
+}
+
+// trainSet trains models on rows as the trainer job does and loads them.
+func trainSet(t testing.TB, rows []trainer.Row) *predictor.Set {
+	t.Helper()
+	rep, err := trainer.Train(context.Background(), rows, nil, trainer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arts []models.Artifact
+	for _, tg := range rep.Targets {
+		arts = append(arts, tg.Artifacts...)
+	}
+	set, err := predictor.Load(arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
 }
