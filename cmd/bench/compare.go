@@ -279,8 +279,8 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		for _, kv := range kvs {
-			if _, ok := byName[kv[0]]; !ok || !slices.Contains(names, kv[0]) {
-				return fmt.Errorf("--capacities: %s is not one of --workloads %s", kv[0], co.workloads)
+			if _, ok := byName[kv[0]]; !ok {
+				return fmt.Errorf("--capacities: %s is not a workload of --compare", kv[0])
 			}
 			v, err := strconv.ParseFloat(kv[1], 64)
 			if err != nil || !(v > 0) {
