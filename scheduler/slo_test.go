@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -357,3 +358,57 @@ func TestSLOPickerNoSLOBesideRunningObjectives(t *testing.T) {
 type predictorFunc func(cands []Candidate)
 
 func (f predictorFunc) Predict(_ context.Context, _ *Request, cands []Candidate) { f(cands) }
+
+// When nothing is feasible and no replica is idle, sacrifice (the default) ranks the
+// replicas whose mean predictions still meet the objectives by least violation, then sends a
+// request lost even by the mean to the replica it misses by the most; least-violation ranks
+// all by violation. With an idle replica in the pool, sacrifice ranks as least-violation.
+func TestSLOPickerSacrifice(t *testing.T) {
+	busy := func(p *pool.Pool) {
+		for _, r := range p.Replicas() {
+			r.Dispatch(time.Unix(1, 0), pool.Work{PromptTokens: 100})
+		}
+	}
+	p, _ := testPool(t, 5)
+	busy(p)
+	pred := tablePredictor{
+		"r0": {ttft: 400, tpot: 40, ttftUp: 1000, tpotUp: 45},  // mean meets; violation 1
+		"r1": {ttft: 900, tpot: 40, ttftUp: 1200, tpotUp: 45},  // lost; 1.4
+		"r2": {ttft: 2000, tpot: 40, ttftUp: 2500, tpotUp: 45}, // lost; 4
+		"r3": {ttft: 450, tpot: 40, ttftUp: 600, tpotUp: 45},   // mean meets; 0.2
+		"r4": {ttft: 300, tpot: 60, ttftUp: 400, tpotUp: 70},   // lost by TPOT; 0.4
+	}
+	for _, c := range []struct{ args, want string }{
+		{`{}`, "r3 r0 r2 r1 r4"},
+		{`{"infeasible":"sacrifice"}`, "r3 r0 r2 r1 r4"},
+		{`{"infeasible":"least-violation"}`, "r3 r4 r0 r1 r2"},
+	} {
+		s := sloScheduler(t, p, c.args, pred, 4)
+		res := mustDecide(t, s, interactive())
+		if got := strings.Join(targetNames(res), " "); got != c.want {
+			t.Errorf("%s: order %s, want %s", c.args, got, c.want)
+		}
+		if !res.Infeasible() {
+			t.Errorf("%s: decision not reported infeasible", c.args)
+		}
+	}
+	// Every replica lost: the one missed by the most takes the request.
+	lost := tablePredictor{
+		"r0": {ttft: 900, tpot: 40, ttftUp: 1200, tpotUp: 45},
+		"r1": {ttft: 2000, tpot: 40, ttftUp: 2500, tpotUp: 45},
+		"r2": {ttft: 600, tpot: 40, ttftUp: 700, tpotUp: 45},
+	}
+	p3, _ := testPool(t, 3)
+	busy(p3)
+	if got := targetNames(mustDecide(t, sloScheduler(t, p3, `{}`, lost, 2), interactive())); !equal(got, []string{"r1", "r0", "r2"}) {
+		t.Errorf("all lost: order %v, want [r1 r0 r2]", got)
+	}
+	// An idle replica means the pool has room: the least violation, which loses nothing else.
+	idle, _ := testPool(t, 3)
+	if got := targetNames(mustDecide(t, sloScheduler(t, idle, `{}`, lost, 2), interactive())); !equal(got, []string{"r2", "r0", "r1"}) {
+		t.Errorf("all lost, idle replicas: order %v, want [r2 r0 r1]", got)
+	}
+	if _, err := NewSLOPicker(SLOArgs{Infeasible: "drop"}, 1); err == nil {
+		t.Error(`infeasible "drop" accepted`)
+	}
+}

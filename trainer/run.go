@@ -36,6 +36,12 @@ type Options struct {
 	BucketCap int
 	// MinSamples is the fewest labelled samples a target needs to be trained (default 1,000).
 	MinSamples int
+	// MinTPOTTokens is the fewest output tokens a sample needs for a TPOT label (default 0:
+	// any streamed response with a TPOT). The pace of a handful of tokens is mostly the
+	// jitter of where they fell in the replica's steps: traffic of short answers (a code
+	// completion trace, half of whose answers are 13 tokens or fewer) made the TPOT models'
+	// holdout error noise rather than signal.
+	MinTPOTTokens int
 	// Tolerance: a challenger is "not worse" than the champion when its holdout MAPE (mean
 	// models) and pinball loss (quantile models) are at most (1 + Tolerance) times the
 	// champion's on the same samples (default 0.01).
@@ -82,6 +88,8 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("trainer: quantile %v must be in (0.5, 1)", o.Quantile)
 	case o.QuantileMethod != models.MethodCalibrated && o.QuantileMethod != models.MethodPinball:
 		return fmt.Errorf("trainer: quantile method %q: want %s or %s", o.QuantileMethod, models.MethodCalibrated, models.MethodPinball)
+	case o.MinTPOTTokens < 0:
+		return fmt.Errorf("trainer: MinTPOTTokens %d must not be negative", o.MinTPOTTokens)
 	case o.Tolerance < 0:
 		return fmt.Errorf("trainer: tolerance %v must not be negative", o.Tolerance)
 	}
@@ -336,7 +344,12 @@ func Run(ctx context.Context, db *pgxpool.Pool, o Options) (Report, error) {
 	var rows []Row
 	err := store.ScanSamples(ctx, db, o.From, o.To, models.SchemaVersion, func(s *store.Sample) error {
 		if r, ok := RowOf(s); ok {
-			rows = append(rows, r)
+			if s.OutputTokens < o.MinTPOTTokens {
+				r.TPOT = 0
+			}
+			if r.TTFT > 0 || r.TPOT > 0 {
+				rows = append(rows, r)
+			}
 		}
 		return nil
 	})

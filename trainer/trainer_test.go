@@ -142,7 +142,7 @@ func TestTooFewSamplesAreSkipped(t *testing.T) {
 
 func TestBadOptionsAreRefused(t *testing.T) {
 	for _, o := range []trainer.Options{
-		{Quantile: 1.2}, {QuantileMethod: "magic"}, {Holdout: 0.6, Calibration: 0.6}, {Tolerance: -1},
+		{Quantile: 1.2}, {QuantileMethod: "magic"}, {Holdout: 0.6, Calibration: 0.6}, {Tolerance: -1}, {MinTPOTTokens: -1},
 		{Params: trainer.Params{Trees: 0, Depth: 6, Eta: 0.3, Subsample: 1, ColSample: 1}},
 	} {
 		if _, err := trainer.Train(context.Background(), trainertest.Rows(2000, 1), nil, o); err == nil {
@@ -237,6 +237,40 @@ func TestRunPublishesFromPostgres(t *testing.T) {
 		if tr.Champion != rep.Run || tr.ChampionMean == nil {
 			t.Errorf("%s: second run compared with %q, want %q", tr.Target, tr.Champion, rep.Run)
 		}
+	}
+}
+
+// MinTPOTTokens keeps the TPOT label of short answers out of training; their TTFT stays.
+func TestRunMinTPOTTokens(t *testing.T) {
+	db := openDB(t)
+	ctx := context.Background()
+	var samples []store.Sample
+	for i, r := range trainertest.Rows(3000, 8) {
+		s := trainertest.Sample(i, r)
+		if i%3 == 0 {
+			s.OutputTokens = 8
+		}
+		samples = append(samples, s)
+	}
+	if err := store.WriteSamples(ctx, db, samples); err != nil {
+		t.Fatal(err)
+	}
+	labelled := func(o trainer.Options) map[models.Target]int {
+		rep, err := trainer.Run(ctx, db, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[models.Target]int{}
+		for _, tr := range rep.Targets {
+			out[tr.Target] = tr.Labelled
+		}
+		return out
+	}
+	if got := labelled(trainer.Options{}); got[models.TTFT] != 3000 || got[models.TPOT] != 3000 {
+		t.Fatalf("default: labelled %v, want 3000 of each", got)
+	}
+	if got := labelled(trainer.Options{MinTPOTTokens: 16}); got[models.TTFT] != 3000 || got[models.TPOT] != 2000 {
+		t.Fatalf("MinTPOTTokens 16: labelled %v, want 3000 TTFT and 2000 TPOT", got)
 	}
 }
 

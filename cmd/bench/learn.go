@@ -30,6 +30,7 @@ type learnOptions struct {
 	trees, depth         int
 	eta                  float64
 	bucketCap            int
+	minTPOTTokens        int // trainer.Options.MinTPOTTokens; set by comparisons
 	byRun                bool
 }
 
@@ -45,7 +46,7 @@ const firstTestSeed = 1001
 func learn(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	lo := o.learn
 	progress := progressTo(o, stderr)
-	tr, err := trainCorpus(ctx, o, 1, 1, stdout, progress)
+	tr, err := trainCorpus(ctx, o, corpus.DefaultScenarios(), 1, 1, stdout, progress)
 	if err != nil {
 		return err
 	}
@@ -197,7 +198,7 @@ type trained struct {
 	stop      func() // stops the database
 }
 
-// trainCorpus records virtual traffic of the corpus from seeds firstSeed, firstSeed+1, ...
+// trainCorpus records virtual traffic of the scenarios from seeds firstSeed, firstSeed+1, ...
 // to Postgres until --samples requests were, trains from it as the trainer job does, and
 // loads the published models.
 //
@@ -206,10 +207,10 @@ type trained struct {
 // beside the baselines, and trains again from everything: a policy that decides on
 // predictions drives the pool into states (queues it builds on purpose) that no baseline
 // visits, and models learn those only from traffic it routed, as they do in production.
-func trainCorpus(ctx context.Context, o options, firstSeed uint64, generations int, stdout io.Writer, progress func(string, ...any)) (tr trained, err error) {
+func trainCorpus(ctx context.Context, o options, scenarios []corpus.Scenario, firstSeed uint64, generations int, stdout io.Writer, progress func(string, ...any)) (tr trained, err error) {
 	lo := o.learn
 	tr.caps = map[corpus.Scenario]float64{}
-	for _, sc := range corpus.DefaultScenarios() {
+	for _, sc := range scenarios {
 		start := time.Now()
 		c, err := corpus.Capacity(ctx, sc, firstSeed)
 		if err != nil {
@@ -236,7 +237,7 @@ func trainCorpus(ctx context.Context, o options, firstSeed uint64, generations i
 	at, seed := virtual.Epoch(), firstSeed
 	for gen := 1; gen <= max(generations, 1); gen++ {
 		want := lo.samples
-		copts := corpus.Options{Capacities: tr.caps}
+		copts := corpus.Options{Scenarios: scenarios, Capacities: tr.caps}
 		if gen > 1 {
 			want = lo.samples / 2
 			copts.Policies = append(corpus.DefaultPolicies(), "augur")
@@ -268,6 +269,9 @@ func trainCorpus(ctx context.Context, o options, firstSeed uint64, generations i
 		if err := tr.train(ctx, o, db, progress); err != nil {
 			return tr, err
 		}
+		for _, t := range tr.report.Targets {
+			fmt.Fprintf(stdout, "generation %d, %s: %s (%s)\n", gen, t.Target, t.Decision, t.Why)
+		}
 		if gen < generations {
 			fmt.Fprintf(stdout, "generation %d models: %s\n", gen, tr.set.Version())
 		}
@@ -287,7 +291,8 @@ func orDefault(v, d []string) []string {
 func (tr *trained) train(ctx context.Context, o options, db *pgxpool.Pool, progress func(string, ...any)) error {
 	lo := o.learn
 
-	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed}
+	topts := trainer.Options{QuantileMethod: lo.method, BucketCap: lo.bucketCap, Params: trainer.DefaultParams(), Seed: o.seed,
+		MinTPOTTokens: lo.minTPOTTokens}
 	if lo.trees > 0 {
 		topts.Params.Trees = lo.trees
 	}

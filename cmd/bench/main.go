@@ -34,6 +34,7 @@ import (
 	"github.com/augur-llm/augur/picker"
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/scheduler"
+	"github.com/augur-llm/augur/windtunnel/corpus"
 	"github.com/augur-llm/augur/windtunnel/report"
 	"github.com/augur-llm/augur/windtunnel/sim"
 	"github.com/augur-llm/augur/windtunnel/virtual"
@@ -197,7 +198,7 @@ func (o options) generator() (workload.Generator, workload.Ladder, error) {
 	}
 	maxLen := 0
 	if specs, err := o.replicaSpecs(); err == nil {
-		maxLen = maxModelLen(specs)
+		maxLen = corpus.MaxModelLen(specs)
 	}
 	g, err := workload.New(o.workload, workload.Options{Seed: o.seed, Ladder: ladder, MaxRequests: o.maxReqs,
 		SharedPrefix: workload.SharedPrefixOptions{OutputLen: o.outputLen}, Trace: workload.TraceOptions{Path: o.trace, MaxModelLen: maxLen}})

@@ -87,6 +87,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.train.Holdout, "holdout", 0.15, "newest share of samples held out to evaluate")
 	fs.IntVar(&o.train.BucketCap, "bucket-cap", 10_000, "training samples kept per load bucket (-1: all)")
 	fs.IntVar(&o.train.MinSamples, "min-samples", 1000, "fewest labelled samples a target needs")
+	fs.IntVar(&o.train.MinTPOTTokens, "min-tpot-tokens", 0, "fewest output tokens a sample needs for a TPOT label (0: any streamed answer)")
 	fs.Float64Var(&o.train.Tolerance, "tolerance", 0.01, "a challenger is not worse when its error is at most (1+tolerance) times the champion's")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -82,7 +82,8 @@ func CapacityWith(ctx context.Context, sc Scenario, seed uint64, window time.Dur
 		return 0, err
 	}
 	keepsUp := func(rate float64) (bool, error) {
-		g, err := workload.New(sc.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, window)})
+		g, err := workload.New(sc.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, window),
+			Trace: workload.TraceOptions{MaxModelLen: MaxModelLen(specs)}})
 		if err != nil {
 			return false, err
 		}
@@ -269,7 +270,9 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 		}
 		// Each run gets its own seed: workload, replicas and tie-breaks differ between runs.
 		runSeed := r.Seed*1_000_003 + uint64(i)
-		g, err := workload.New(r.Scenario.Workload, workload.Options{Seed: runSeed, Ladder: workload.ConstantLadder(r.Rate, o.Duration)})
+		// A replayed trace starts at a row of the run's seed, so runs cover the whole trace.
+		g, err := workload.New(r.Scenario.Workload, workload.Options{Seed: runSeed, Ladder: workload.ConstantLadder(r.Rate, o.Duration),
+			Trace: workload.TraceOptions{MaxModelLen: MaxModelLen(specs), StartRow: rand.New(rand.NewPCG(runSeed, 0x726f77)).IntN(1 << 30)}})
 		if err != nil {
 			return sum, err
 		}
@@ -291,4 +294,16 @@ func Generate(ctx context.Context, o Options) (Summary, error) {
 	sum.Runs = runs
 	sum.End = o.Start.Add(time.Duration(len(runs)) * o.Duration)
 	return sum, nil
+}
+
+// MaxModelLen is the longest request every replica of the pool accepts, so that a replayed
+// trace fits the pool it runs on.
+func MaxModelLen(specs []virtual.ReplicaSpec) int {
+	n := 0
+	for i, sp := range specs {
+		if i == 0 || sp.Profile.MaxModelLen < n {
+			n = sp.Profile.MaxModelLen
+		}
+	}
+	return n
 }

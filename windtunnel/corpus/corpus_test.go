@@ -81,3 +81,30 @@ func TestGenerateLaysRunsOutInTime(t *testing.T) {
 		t.Error("exploration with round-robin accepted")
 	}
 }
+
+// A replayed trace starts at a row of each run's seed, so that runs of a corpus cover the
+// whole trace rather than its first minutes again and again.
+func TestGenerateReplaysTracesFromSeededRows(t *testing.T) {
+	sc := corpus.Scenario{Workload: workload.NameAzureCode, Pool: "2x8b-h100"}
+	first := map[uint64][]int{} // prompt tokens by run seed, in arrival order
+	_, err := corpus.Generate(context.Background(), corpus.Options{
+		Scenarios: []corpus.Scenario{sc}, Loads: []float64{1}, Seeds: []uint64{1, 2}, Duration: 2 * time.Second,
+		Capacities: map[corpus.Scenario]float64{sc: 10}, Explore: -1,
+		NewObservers: func(r corpus.Run) []requestcontrol.Observer {
+			return []requestcontrol.Observer{requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
+				first[r.Seed] = append(first[r.Seed], c.PromptTokens)
+			})}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first[1]) == 0 || len(first[2]) == 0 {
+		t.Fatalf("completions %v", first)
+	}
+	slices.Sort(first[1])
+	slices.Sort(first[2])
+	if slices.Equal(first[1], first[2]) {
+		t.Errorf("two seeds replayed the same rows: %v", first[1])
+	}
+}

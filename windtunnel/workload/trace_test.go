@@ -851,3 +851,28 @@ func FuzzParseMooncake(f *testing.F) {
 		}
 	})
 }
+
+func TestTraceReplayStartRow(t *testing.T) {
+	tr := loadTrace(t, AzureConvFile)
+	n := len(tr.Rows)
+	const rate, d = 100, 5 * time.Second
+	for _, start := range []int{0, 7, n - 3, n + 7} {
+		g, err := NewTraceReplay("a", 1, ConstantLadder(rate, d), tr, TraceOptions{StartRow: start})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := Collect(g)
+		if len(rs) != rate*int(d/time.Second) {
+			t.Fatalf("start %d: %d requests, want %d", start, len(rs), rate*int(d/time.Second))
+		}
+		for i, r := range rs {
+			row := tr.Rows[(start+i)%n]
+			if r.PromptTokens() != row.Input || r.MaxTokens != row.Output || r.At < 0 || r.At >= d {
+				t.Fatalf("start %d, request %d at %v: %d prompt tokens, max_tokens %d; row %+v", start, i, r.At, r.PromptTokens(), r.MaxTokens, row)
+			}
+		}
+	}
+	if _, err := NewTraceReplay("a", 1, ConstantLadder(rate, d), tr, TraceOptions{StartRow: -1}); err == nil {
+		t.Error("a negative StartRow was accepted")
+	}
+}

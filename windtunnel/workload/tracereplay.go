@@ -26,6 +26,10 @@ type TraceOptions struct {
 	// (the simulator's Profile.MaxModelLen); default DefaultMaxModelLen. Longer requests
 	// are fitted to it (see NewTraceReplay) rather than sent to be refused.
 	MaxModelLen int
+	// StartRow is the row the replay begins at, taken modulo the trace's length; default 0.
+	// Runs that train models start at seeded rows, so that they see the whole trace rather
+	// than its first minutes again and again.
+	StartRow int
 	// Classes is the SLO class mix the requests are spread over; default DefaultClasses.
 	// Only a class's share, objectives, objective name, priority and tenants are used: the
 	// API and every length come from the trace.
@@ -156,6 +160,9 @@ func NewTraceReplay(prefix string, seed uint64, ladder Ladder, t *Trace, o Trace
 	if t.BlockTokens < 0 {
 		return nil, fmt.Errorf("workload: trace block of %d tokens", t.BlockTokens)
 	}
+	if o.StartRow < 0 {
+		return nil, fmt.Errorf("workload: trace replay StartRow %d is negative", o.StartRow)
+	}
 	if err := ladder.Validate(); err != nil {
 		return nil, err
 	}
@@ -168,6 +175,7 @@ func NewTraceReplay(prefix string, seed uint64, ladder Ladder, t *Trace, o Trace
 		return nil, err
 	}
 	g := &TraceReplay{trace: t, prefix: prefix, seed: seed, ladder: ladder, maxLen: maxLen, stage: -1}
+	g.row, g.end = o.StartRow%len(t.Rows), o.StartRow%len(t.Rows)
 	g.rng = rand.New(&g.pcg)
 	g.salt = mix64(seed ^ keyTraceText)
 	g.pcg.Seed(seed, keyTracePool)
