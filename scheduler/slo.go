@@ -86,8 +86,10 @@ type SLOArgs struct {
 	// a request that is lost anyway then costs the replica already lost, not the one the next
 	// request could still be served on. While a replica is idle the pool has room, and a
 	// lost request (a prompt too long for its TTFT objective, say) takes the least violation,
-	// where it delays nobody. In the wind tunnel (docs/benchmarks.md, the Azure conversation
-	// trace at capacity) sacrificing met 81% of objectives where the least violation met 65%.
+	// where it delays nobody (idle: nothing of this picker's in flight there, and nothing
+	// running or waiting at the replica's last scrape). In the wind tunnel (docs/benchmarks.md,
+	// the Azure conversation trace at capacity) sacrificing met 74% of objectives where the
+	// least violation met 65%.
 	Infeasible string `json:"infeasible"`
 	// OutputTokens is the output length assumed for a request without max_tokens when
 	// ranking by predicted end-to-end latency (requests without objectives); default 128.
@@ -315,13 +317,26 @@ func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, boo
 		limit *= p.tpotBuffer
 		j.violation += p.tpotW * max(0, tpot/limit-1)
 	}
+	if math.IsNaN(j.violation) {
+		// No prediction to trust: behind every replica that has one.
+		j.violation = math.Inf(1)
+	}
 	j.feasible = j.violation == 0
 	if p.sacrifice && !j.feasible {
+		// Lost: the request misses its own objectives even by the mean. Missing only a
+		// running stream's TPOT bound does not make the request itself lost, and a request
+		// with no objectives of its own is never lost.
 		mt, _ := c.Value(ValuePredictedTTFT)
 		mp, _ := c.Value(ValuePredictedTPOT)
-		j.lost = (o.ttft > 0 && mt > o.ttft) || (limit > 0 && mp > limit)
+		j.lost = (o.ttft > 0 && mt > o.ttft) || (o.tpot > 0 && mp > o.tpot*p.tpotBuffer)
 	}
 	return j, true
+}
+
+// idle reports whether c serves nothing: none of this picker's requests, and none the replica
+// reported at its last scrape (requests of other pickers, or from before a restart).
+func idle(c *Candidate) bool {
+	return c.Load.Requests == 0 && c.Metrics.Running == 0 && c.Metrics.Waiting == 0
 }
 
 // packable reports whether best-fit may pack a request onto a replica judged j: it leaves
@@ -379,7 +394,7 @@ func (p *SLOPicker) Pick(ctx context.Context, req *Request, cands []Candidate, s
 	constrained := o.ttft > 0 || o.tpot > 0
 	spare := false // a replica is idle
 	for i := range cands {
-		spare = spare || cands[i].Load.Requests == 0
+		spare = spare || idle(&cands[i])
 		j, ok := p.judgeOf(req, o, &cands[i])
 		if !ok {
 			return p.fallback.Pick(ctx, req, cands, scores, n, order)

@@ -412,3 +412,31 @@ func TestSLOPickerSacrifice(t *testing.T) {
 		t.Error(`infeasible "drop" accepted`)
 	}
 }
+
+// Breaking only a running stream's TPOT bound does not make a request lost: sacrifice sends
+// it neither to a replica it misses its own objectives on nor, without objectives of its
+// own, to the replica whose streams it slows the most.
+func TestSLOPickerSacrificeOnlyWhatIsLost(t *testing.T) {
+	p, _ := testPool(t, 3)
+	for _, r := range p.Replicas() {
+		r.Dispatch(time.Unix(1, 0), pool.Work{PromptTokens: 100, TPOTObjective: 20 * time.Millisecond})
+	}
+	pred := tablePredictor{
+		"r0": {ttft: 300, tpot: 22, ttftUp: 400, tpotUp: 24},   // meets its own; slows the 20 ms stream
+		"r1": {ttft: 3000, tpot: 40, ttftUp: 3500, tpotUp: 45}, // lost: TTFT 6x over
+		"r2": {ttft: 2000, tpot: 30, ttftUp: 2500, tpotUp: 35}, // lost: TTFT 4x over
+	}
+	s := sloScheduler(t, p, `{}`, pred, 2)
+	if got := targetNames(mustDecide(t, s, interactive())); !equal(got, []string{"r0", "r1", "r2"}) {
+		t.Errorf("own objectives met on r0: order %v, want [r0 r1 r2]", got)
+	}
+	none := tablePredictor{
+		"r0": {ttft: 100, tpot: 21, ttftUp: 120, tpotUp: 21},
+		"r1": {ttft: 100, tpot: 60, ttftUp: 120, tpotUp: 60},
+		"r2": {ttft: 100, tpot: 30, ttftUp: 120, tpotUp: 30},
+	}
+	s = sloScheduler(t, p, `{}`, none, 2)
+	if got := targetNames(mustDecide(t, s, &Request{PromptTokens: 100, MaxTokens: 10})); !equal(got, []string{"r0", "r2", "r1"}) {
+		t.Errorf("no objectives: order %v, want [r0 r2 r1]", got)
+	}
+}

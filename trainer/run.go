@@ -40,7 +40,8 @@ type Options struct {
 	// any streamed response with a TPOT). The pace of a handful of tokens is mostly the
 	// jitter of where they fell in the replica's steps: traffic of short answers (a code
 	// completion trace, half of whose answers are 13 tokens or fewer) made the TPOT models'
-	// holdout error noise rather than signal.
+	// holdout error noise rather than signal. Run applies it as it reads samples; Train's
+	// rows carry no output count and are taken as given.
 	MinTPOTTokens int
 	// Tolerance: a challenger is "not worse" than the champion when its holdout MAPE (mean
 	// models) and pinball loss (quantile models) are at most (1 + Tolerance) times the

@@ -488,8 +488,11 @@ const compareMinTPOTTokens = 16
 // recipe says how models are trained for a comparison with options o.
 func recipe(o options) string {
 	var b strings.Builder
+	lo := o.learn
 	fmt.Fprintf(&b, "seeds from %d, %d generations, %d requests, runs of %s, TPOT labels from %d tokens\n",
-		firstModelSeed, modelGenerations, o.learn.samples, o.learn.runLength, compareMinTPOTTokens)
+		firstModelSeed, modelGenerations, lo.samples, lo.runLength, compareMinTPOTTokens)
+	fmt.Fprintf(&b, "trainer seed %d, quantile method %q, trees %d, depth %d, eta %v, bucket cap %d\n",
+		o.seed, lo.method, lo.trees, lo.depth, lo.eta, lo.bucketCap)
 	for _, sc := range trainingScenarios() {
 		fmt.Fprintf(&b, "%s\n", sc)
 	}
@@ -715,16 +718,19 @@ func writeVerdicts(w io.Writer, res *comparison, wl benchWorkload) {
 		fmt.Fprintf(w, "%s: no load of the ladder brings the best baseline below 80%%\n", wl.Name)
 	}
 	if slices.Contains(res.Policies, "clairvoyant") {
-		worst, at := 0.0, 0.0
+		worst, at, measured := 0.0, 0.0, false
 		for _, l := range res.Loads {
 			a, cv := att(l, "augur"), att(l, "clairvoyant")
+			measured = measured || (a.n > 0 && cv.n > 0)
 			if a.n > 0 && cv.n > 0 && cv.mean-a.mean > worst {
 				worst, at = cv.mean-a.mean, l
 			}
 		}
-		if at == 0 {
+		switch {
+		case !measured:
+		case at == 0:
 			fmt.Fprintf(w, "%s: Augur at least the clairvoyant at every load\n", wl.Name)
-		} else {
+		default:
 			fmt.Fprintf(w, "%s: largest gap to the clairvoyant %.1f points (at %.2fx); goal within 5: %s\n", wl.Name, 100*worst, at, metOrMissed(100*worst <= 5))
 		}
 	}

@@ -127,7 +127,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.compare.capacities, "capacities", "", `compare: known capacities "WORKLOAD=REQ/S,..." instead of measuring them`)
 	fs.StringVar(&o.compare.plots, "plots", "", "compare: write PNG charts to this directory")
 	fs.StringVar(&o.compare.models, "models", "", "latency models (a directory of artifacts) for the policies that predict; default: train them first on other seeds (kept in "+modelsCache+")")
-	fs.StringVar(&o.compare.sloArgs, "slo-args", "", `compare: the SLO picker's arguments for augur and clairvoyant instead of the profile's, e.g. '{"explore":0}'`)
+	fs.StringVar(&o.compare.sloArgs, "slo-args", "", `compare: the SLO picker's arguments for augur and clairvoyant instead of the profile's, e.g. '{"explore":0,"tpotQuantile":"mean"}' (they replace the profile's, tpotQuantile included)`)
 	fs.IntVar(&o.compare.parallel, "parallel", 0, "compare: runs at once (0: one per core)")
 	if err := fs.Parse(args); err != nil {
 		return o, err

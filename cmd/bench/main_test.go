@@ -180,3 +180,40 @@ func TestCompareSmall(t *testing.T) {
 		}
 	}
 }
+
+// The verdicts judge the goals from the figures: behind a baseline, the knee (+15, or
+// within 2 of the clairvoyant when it is less than 15 above), the gap to the clairvoyant.
+func TestVerdicts(t *testing.T) {
+	f := func(v float64) []cell { return []cell{{Attainment: &v}} }
+	res := &comparison{Loads: []float64{1, 1.5}, Policies: []string{"round-robin", "augur", "clairvoyant"},
+		Results: map[string]map[string]map[string][]cell{"w": {
+			"1.00": {"round-robin": f(0.99), "augur": f(0.97), "clairvoyant": f(0.99)},
+			"1.50": {"round-robin": f(0.70), "augur": f(0.80), "clairvoyant": f(0.81)},
+		}}}
+	var b strings.Builder
+	writeVerdicts(&b, res, benchWorkload{Name: "w"})
+	out := b.String()
+	for _, want := range []string{
+		"w: Augur more than 1 point behind a baseline at 1.00x: 97.0 vs round-robin 99.0",
+		"at 1.50x, where the best baseline (round-robin) falls below 80% (70.0%), Augur scores 80.0%: +10.0 points; clairvoyant 81.0% (+11.0 over the baseline); goal within 2 points of the clairvoyant (1.0): met",
+		"w: largest gap to the clairvoyant 2.0 points (at 1.00x); goal within 5: met",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verdicts lack %q:\n%s", want, out)
+		}
+	}
+	// A clairvoyant 15 or more above the baseline: +15 is the goal.
+	res.Results["w"]["1.50"]["clairvoyant"] = f(0.90)
+	b.Reset()
+	writeVerdicts(&b, res, benchWorkload{Name: "w"})
+	if !strings.Contains(b.String(), "(+20.0 over the baseline); goal +15: missed") {
+		t.Errorf("clairvoyant 20 above:\n%s", b.String())
+	}
+	// Augur never behind the clairvoyant.
+	res.Results["w"]["1.00"]["augur"], res.Results["w"]["1.50"]["augur"] = f(0.99), f(0.95)
+	b.Reset()
+	writeVerdicts(&b, res, benchWorkload{Name: "w"})
+	if !strings.Contains(b.String(), "w: Augur at least the clairvoyant at every load") {
+		t.Errorf("Augur ahead of the clairvoyant:\n%s", b.String())
+	}
+}

@@ -82,6 +82,9 @@ func CapacityWith(ctx context.Context, sc Scenario, seed uint64, window time.Dur
 		return 0, err
 	}
 	keepsUp := func(rate float64) (bool, error) {
+		// A trace is measured from its first row; runs start at seeded rows, so a run's load is
+		// a fraction of the capacity the trace's beginning allows (its rate, not its burst
+		// pattern, is what the fraction scales).
 		g, err := workload.New(sc.Workload, workload.Options{Seed: seed, Ladder: workload.ConstantLadder(rate, window),
 			Trace: workload.TraceOptions{MaxModelLen: MaxModelLen(specs)}})
 		if err != nil {
