@@ -16,6 +16,7 @@ import (
 func definition(req *scheduler.Request, c *scheduler.Candidate, at time.Time) map[string]float64 {
 	l, m := &c.Load, &c.Metrics
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	rt := l.Rates(at)
 	out := map[string]float64{
 		"kv_cache_usage": m.KVUsage, "num_requests_waiting": float64(m.Waiting), "num_requests_running": float64(m.Running),
 		"inflight_requests": float64(l.Requests), "prefill_tokens_in_flight": float64(l.PrefillTokens),
@@ -24,11 +25,11 @@ func definition(req *scheduler.Request, c *scheduler.Candidate, at time.Time) ma
 		"input_tokens":                      float64(req.PromptTokens),
 		"uncached_input_tokens":             float64(c.UncachedTokens(req)),
 		"prefill_uncached_tokens_in_flight": float64(l.PrefillUncachedTokens), "decode_tokens_left": float64(l.DecodeTokensLeft),
-		"request_rate": l.RequestRate(at), "uncached_token_rate": l.UncachedTokenRate(at),
+		"request_rate": rt.Request, "uncached_token_rate": rt.UncachedToken,
 		"dispatched_since_scrape":   float64(max(0, l.Counts.Since(m.Counts).Dispatched)),
 		"first_tokens_since_scrape": float64(max(0, l.Counts.Since(m.Counts).FirstTokens)),
 		"finished_since_scrape":     float64(max(0, l.Counts.Since(m.Counts).Finished)),
-		"request_rate_fast":         l.RequestRateFast(at), "uncached_token_rate_fast": l.UncachedTokenRateFast(at),
+		"request_rate_fast":         rt.RequestFast, "uncached_token_rate_fast": rt.UncachedTokenFast,
 		"next_step_requests": float64(l.NextStepRequests), "next_step_uncached_tokens": float64(l.NextStepUncachedTokens),
 		"current_step_uncached_tokens": float64(max(0, l.PrefillUncachedTokens-l.NextStepUncachedTokens)),
 		"decode_context_tokens":        float64(l.DecodeContextTokens),

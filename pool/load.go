@@ -124,37 +124,21 @@ func (l Load) Idle() bool {
 		l.DecodeTokensLeft == 0 && l.DecodeContextTokens == 0 && l.Tokens == 0
 }
 
-// RequestRate is requests dispatched to the replica per second, averaged exponentially over
-// RateWindow, as of now.
-func (l Load) RequestRate(now time.Time) float64 { return l.rates.decayed(now, l.rates.requests) }
-
-// UncachedTokenRate is uncached prompt tokens dispatched to the replica per second, averaged
-// the same way: prefill work arriving, which slows the decoding of requests running there.
-func (l Load) UncachedTokenRate(now time.Time) float64 { return l.rates.decayed(now, l.rates.uncached) }
-
 // FastRateWindow is the time constant of the fast dispatch rates: the load of the last
 // seconds, which the requests decoding now will share the replica with.
 const FastRateWindow = 2 * time.Second
 
-// RequestRateFast is RequestRate over FastRateWindow, corrected for the picker's start: until
-// the picker has run for a few windows, the average is over the time it has run.
-func (l Load) RequestRateFast(now time.Time) float64 {
-	return l.rates.corrected(now, l.rates.requestsFast, FastRateWindow)
-}
-
-// UncachedTokenRateFast is UncachedTokenRate over FastRateWindow, corrected the same way.
-func (l Load) UncachedTokenRateFast(now time.Time) float64 {
-	return l.rates.corrected(now, l.rates.uncachedFast, FastRateWindow)
-}
-
-// Rates are the four dispatch rates of a Load as of one instant.
+// Rates are the dispatch rates of a Load as of one instant, in requests and uncached prompt
+// tokens per second: averaged exponentially over RateWindow, and over FastRateWindow
+// corrected for the picker's start (until it has run for a few windows, the average is over
+// the time it has run). Uncached tokens arriving are prefill work, which slows the decoding
+// of the requests running there.
 type Rates struct {
-	Request, UncachedToken         float64 // RequestRate, UncachedTokenRate
-	RequestFast, UncachedTokenFast float64 // RequestRateFast, UncachedTokenRateFast
+	Request, UncachedToken         float64 // over RateWindow
+	RequestFast, UncachedTokenFast float64 // over FastRateWindow
 }
 
-// Rates returns the four rates as of now, the same values the four methods return, with one
-// exponential per time constant where the methods compute one each.
+// Rates returns the rates as of now, with one exponential per time constant.
 func (l *Load) Rates(now time.Time) Rates {
 	r := &l.rates
 	if r.since.IsZero() {
@@ -181,29 +165,6 @@ type rates struct {
 	since                      time.Time
 	// start is the first dispatch's time: the averages cover no more than the time since.
 	start time.Time
-}
-
-// corrected is sum, decayed over window w to now, divided by the span it covers: w once
-// the picker has dispatched for long, the time since its first dispatch (at least w/4) before.
-func (r rates) corrected(now time.Time, sum float64, w time.Duration) float64 {
-	if r.since.IsZero() {
-		return 0
-	}
-	ws := w.Seconds()
-	dt := max(0, now.Sub(r.since).Seconds())
-	span := ws
-	if run := now.Sub(r.start).Seconds(); run < 20*ws { // beyond, the correction is below 1e-8
-		span = ws * -math.Expm1(-max(run, ws/4)/ws)
-	}
-	return sum * math.Exp(-dt/ws) / span
-}
-
-func (r rates) decayed(now time.Time, sum float64) float64 {
-	if r.since.IsZero() {
-		return 0
-	}
-	dt := max(0, now.Sub(r.since).Seconds())
-	return sum * math.Exp(-dt/RateWindow.Seconds()) / RateWindow.Seconds()
 }
 
 func (r *rates) add(now time.Time, uncached float64) {

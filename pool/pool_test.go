@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -191,8 +190,8 @@ func TestDispatchRates(t *testing.T) {
 	}
 	r := p.Replicas()[0]
 	t0 := time.Unix(1000, 0)
-	if got := r.Load().RequestRate(t0); got != 0 {
-		t.Fatalf("rate before any dispatch: %v", got)
+	if l0 := r.Load(); l0.Rates(t0) != (Rates{}) {
+		t.Fatalf("rates before any dispatch: %+v", l0.Rates(t0))
 	}
 	// A steady 5 requests/s of 200 uncached tokens for long enough approaches 5/s and 1000 tokens/s.
 	var now time.Time
@@ -201,14 +200,21 @@ func TestDispatchRates(t *testing.T) {
 		r.Dispatch(now, Work{PromptTokens: 300, UncachedTokens: 200}).Release()
 	}
 	l := r.Load()
-	if got := l.RequestRate(now); math.Abs(got-5) > 0.3 {
+	if got := l.Rates(now).Request; math.Abs(got-5) > 0.3 {
 		t.Errorf("request rate %v, want about 5/s", got)
 	}
-	if got := l.UncachedTokenRate(now); math.Abs(got-1000) > 60 {
+	if got := l.Rates(now).UncachedToken; math.Abs(got-1000) > 60 {
 		t.Errorf("uncached token rate %v, want about 1000/s", got)
 	}
-	if got := l.RequestRateFast(now); math.Abs(got-5) > 0.3 {
+	if got := l.Rates(now).RequestFast; math.Abs(got-5) > 0.3 {
 		t.Errorf("fast request rate %v, want about 5/s", got)
+	}
+	if got := l.Rates(now).UncachedTokenFast; math.Abs(got-1000) > 60 {
+		t.Errorf("fast uncached token rate %v, want about 1000/s", got)
+	}
+	// Asked about an instant before the latest dispatch, the rates are those of that dispatch.
+	if got, want := l.Rates(now.Add(-time.Second)), l.Rates(now); got != want {
+		t.Errorf("rates before the latest dispatch %+v, want %+v", got, want)
 	}
 	// Right after the first dispatches, the fast rate averages over the time since.
 	q := New(clock.RealClock{}, 0)
@@ -218,38 +224,13 @@ func TestDispatchRates(t *testing.T) {
 	for i := range 11 {
 		q.Replicas()[0].Dispatch(t0.Add(time.Duration(i)*100*time.Millisecond), Work{PromptTokens: 10}).Release()
 	}
-	if got := q.Replicas()[0].Load().RequestRateFast(t0.Add(time.Second)); math.Abs(got-10) > 1.5 {
-		t.Errorf("fast request rate after 1 s at 10/s: %v", got)
+	if lq := q.Replicas()[0].Load(); math.Abs(lq.Rates(t0.Add(time.Second)).RequestFast-10) > 1.5 {
+		t.Errorf("fast request rate after 1 s at 10/s: %v", lq.Rates(t0.Add(time.Second)).RequestFast)
 	}
 	// Silence decays it: after one RateWindow, by e.
 	later := now.Add(RateWindow)
-	if got, want := l.RequestRate(later), l.RequestRate(now)/math.E; math.Abs(got-want) > 1e-9 {
+	if got, want := l.Rates(later).Request, l.Rates(now).Request/math.E; math.Abs(got-want) > 1e-9 {
 		t.Errorf("after a window of silence %v, want %v", got, want)
-	}
-}
-
-// Load.Rates gives the four rate methods' values, bit for bit: before any dispatch, right
-// after the first ones (the fast rates' start correction), long after, and asked about an
-// instant before the latest dispatch.
-func TestRatesMatchTheMethods(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	t0 := time.Unix(1000, 0)
-	for trial := range 200 {
-		r := NewReplica(Endpoint{Name: "a", Address: "127.0.0.1:1"})
-		at := t0
-		for range rng.IntN(50) {
-			at = at.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
-			r.Dispatch(at, Work{PromptTokens: 1000, UncachedTokens: rng.IntN(1000)}).Release()
-		}
-		l := r.Load()
-		for _, now := range []time.Time{at, at.Add(-time.Second), at.Add(time.Duration(rng.IntN(60_000)) * time.Millisecond), t0.Add(-time.Hour)} {
-			got := l.Rates(now)
-			want := Rates{l.RequestRate(now), l.UncachedTokenRate(now), l.RequestRateFast(now), l.UncachedTokenRateFast(now)}
-			if math.Float64bits(got.Request) != math.Float64bits(want.Request) || math.Float64bits(got.UncachedToken) != math.Float64bits(want.UncachedToken) ||
-				math.Float64bits(got.RequestFast) != math.Float64bits(want.RequestFast) || math.Float64bits(got.UncachedTokenFast) != math.Float64bits(want.UncachedTokenFast) {
-				t.Fatalf("trial %d: Rates %+v, the methods %+v", trial, got, want)
-			}
-		}
 	}
 }
 

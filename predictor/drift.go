@@ -86,8 +86,8 @@ func (o *DriftOptions) withDefaults() {
 // DriftState is what the predictor knows of a replica's drift since the models serving were
 // swapped in.
 type DriftState struct {
-	// Drifting says that the replica's latency departs from the models' predictions, and
-	// Predict corrects its TTFT predictions too.
+	// Drifting says that the replica's latency departs from the models' predictions; with
+	// CorrectTTFT, Predict then corrects its TTFT predictions too (TPOT always is).
 	Drifting bool
 	// TTFT and TPOT are the weighted mean ratios of observed to predicted latency (1: the
 	// models are right on average), and Samples the completions that measured them.

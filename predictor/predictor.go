@@ -200,6 +200,9 @@ func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []s
 		c := &cands[i]
 		b.vectors[i] = models.Extract(req, c, now)
 		b.classes[i] = c.Endpoint.Class
+		if len(drifts) > 0 {
+			b.drifts[i] = drifts[c.Endpoint.Name]
+		}
 	}
 	for ti, t := range models.Targets() {
 		if st.set != nil && st.set.Has(t) {
@@ -216,11 +219,9 @@ func (p *Predictor) Predict(_ context.Context, req *scheduler.Request, cands []s
 		for i := range cands {
 			e := &b.est[i]
 			m, u := e.Mean, e.Upper
-			if len(drifts) > 0 {
-				if d := drifts[cands[i].Endpoint.Name]; d != nil {
-					f := math.Float64frombits(d.factor[ti].Load())
-					m, u = m*f, u*f
-				}
+			if d := b.drifts[i]; d != nil {
+				f := math.Float64frombits(d.factor[ti].Load())
+				m, u = m*f, u*f
 			}
 			cands[i].SetValue(mean, m)
 			if !math.IsNaN(u) {

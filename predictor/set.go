@@ -50,7 +50,7 @@ func (m *model) calibration(r models.Regime) float64 {
 // logPrior is the log of the prior's estimate for v on a replica of class, whose index among
 // the layout's classes is k (-1: none of them).
 func (m *model) logPrior(v *models.Vector, k int, class string) float64 {
-	pc := -1
+	var pc int
 	if k >= 0 {
 		pc = m.priorClass[k]
 	} else {
@@ -316,6 +316,7 @@ type Buffer struct {
 	classes []string
 	est     []Estimate
 	sums    []float64
+	drifts  []*replicaDrift // each candidate's correction (nil: none), looked up once per call
 	// By the set's layouts: the rows of the vectors (see fillRow), each vector's class
 	// among the layout's, and whether the rows hold this call's vectors.
 	rows   [][]float32
@@ -334,9 +335,9 @@ func (s *Set) NewBuffer() *Buffer {
 func (b *Buffer) start(s *Set, n int) {
 	if cap(b.vectors) < n {
 		b.vectors, b.classes = make([]models.Vector, n), make([]string, n)
-		b.est, b.sums = make([]Estimate, n), make([]float64, n)
+		b.est, b.sums, b.drifts = make([]Estimate, n), make([]float64, n), make([]*replicaDrift, n)
 	}
-	b.vectors, b.classes, b.est, b.sums = b.vectors[:n], b.classes[:n], b.est[:n], b.sums[:n]
+	b.vectors, b.classes, b.est, b.sums, b.drifts = b.vectors[:n], b.classes[:n], b.est[:n], b.sums[:n], b.drifts[:n]
 	if s == nil {
 		return
 	}
@@ -356,7 +357,7 @@ func (b *Buffer) start(s *Set, n int) {
 }
 
 // done drops what b holds of the caller's.
-func (b *Buffer) done() { clear(b.classes) }
+func (b *Buffer) done() { clear(b.classes); clear(b.drifts) }
 
 // fillRow writes the forest's row (see forest) for v on a replica of the layout's class
 // (-1: none) into dst, 2*l.Width() values: the values Layout.Fill writes, rounded to float32,
@@ -364,19 +365,12 @@ func (b *Buffer) done() { clear(b.classes) }
 func fillRow(dst []float32, v *models.Vector, l models.Layout, class int) {
 	w := l.Width()
 	lo, hi := dst[:w], dst[w:2*w]
+	l.Fill32(lo, v, class)
+	copy(hi, lo)
 	for i := range models.NumFeatures {
-		x, ok := v.Get(i)
-		if f := float32(x); ok && f == f {
-			lo[i], hi[i] = f, f
-		} else {
+		if f := lo[i]; f != f {
 			lo[i], hi[i] = float32(math.Inf(-1)), float32(math.Inf(1))
 		}
-	}
-	for j := range l.Classes {
-		lo[models.NumFeatures+j], hi[models.NumFeatures+j] = 0, 0
-	}
-	if class >= 0 && class < len(l.Classes) {
-		lo[models.NumFeatures+class], hi[models.NumFeatures+class] = 1, 1
 	}
 }
 

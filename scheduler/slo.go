@@ -290,6 +290,13 @@ func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, boo
 	if !ok1 || !ok2 {
 		return judge{}, false
 	}
+	// A prediction that is no number is as bad as any: the replica ranks behind those with one.
+	if math.IsNaN(ttft) {
+		ttft = math.Inf(1)
+	}
+	if math.IsNaN(tpot) {
+		tpot = math.Inf(1)
+	}
 	j := judge{headroom: 1, slack: math.Inf(1), uncached: (c.UncachedTokens(req) + PrefixBlockTokens - 1) / PrefixBlockTokens}
 	out := req.MaxTokens
 	if out <= 0 {
@@ -316,10 +323,6 @@ func (p *SLOPicker) judgeOf(req *Request, o objective, c *Candidate) (judge, boo
 	if limit > 0 {
 		limit *= p.tpotBuffer
 		j.violation += p.tpotW * max(0, tpot/limit-1)
-	}
-	if math.IsNaN(j.violation) {
-		// No prediction to trust: behind every replica that has one.
-		j.violation = math.Inf(1)
 	}
 	j.feasible = j.violation == 0
 	if p.sacrifice && !j.feasible {

@@ -343,12 +343,12 @@ func TestSLOPickerMeanWhenNoUpper(t *testing.T) {
 func TestSLOPickerNoSLOBesideRunningObjectives(t *testing.T) {
 	p, _ := testPool(t, 2)
 	p.Replicas()[1].Dispatch(time.Unix(1, 0), pool.Work{PromptTokens: 10, TPOTObjective: time.Second})
+	// r0 is cold but faster; r1 is warm (least work first would take it) and runs a stream
+	// with an objective, which made the request rank as constrained before.
 	pred := tablePredictor{
-		"r0": {ttftUp: 900, tpotUp: 20, match: 0},   // cold, slower
-		"r1": {ttftUp: 100, tpotUp: 20, match: 0.9}, // warm, faster, runs a loose stream
+		"r0": {ttftUp: 100, tpotUp: 20, match: 0},
+		"r1": {ttftUp: 900, tpotUp: 20, match: 0.9},
 	}
-	pred["r0"] = prediction{ttftUp: 100, tpotUp: 20, match: 0.9}
-	pred["r1"] = prediction{ttftUp: 900, tpotUp: 20}
 	s := sloScheduler(t, p, `{}`, pred, 1)
 	if got := targetNames(mustDecide(t, s, &Request{PromptTokens: 1000, MaxTokens: 10})); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("order %v, want r0 (lower predicted latency) first", got)
@@ -438,5 +438,20 @@ func TestSLOPickerSacrificeOnlyWhatIsLost(t *testing.T) {
 	s = sloScheduler(t, p, `{}`, none, 2)
 	if got := targetNames(mustDecide(t, s, &Request{PromptTokens: 100, MaxTokens: 10})); !equal(got, []string{"r0", "r2", "r1"}) {
 		t.Errorf("no objectives: order %v, want [r0 r2 r1]", got)
+	}
+	// A prediction that is not a number ranks last, with objectives or without.
+	nan := math.NaN()
+	bad := tablePredictor{
+		"r0": {ttft: nan, tpot: 10, ttftUp: nan, tpotUp: 10},
+		"r1": {ttft: 300, tpot: 10, ttftUp: 400, tpotUp: 12},
+		"r2": {ttft: 200, tpot: 10, ttftUp: 300, tpotUp: 12},
+	}
+	for _, req := range []*Request{interactive(), {PromptTokens: 100, MaxTokens: 10}} {
+		s := sloScheduler(t, p, `{"explore":0}`, bad, 2)
+		for range 50 { // ties are broken at random: a NaN compared as a tie would come out ahead
+			if got := targetNames(mustDecide(t, s, req)); got[2] != "r0" {
+				t.Fatalf("NaN prediction on r0: order %v, want r0 last", got)
+			}
+		}
 	}
 }

@@ -54,6 +54,9 @@ type Options struct {
 	Log      *slog.Logger
 }
 
+// Validate reports what a run with o would refuse, before it reads anything.
+func (o Options) Validate() error { return o.defaults() }
+
 func (o *Options) defaults() error {
 	if o.Holdout == 0 {
 		o.Holdout = 0.15

@@ -141,6 +141,12 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if err := checkSLOArgs(o.compare.sloArgs); err != nil {
 		return o, err
 	}
+	if o.compare.sloArgs != "" && !o.comparing {
+		return o, fmt.Errorf("--slo-args applies to --compare only; a single run takes the profile of --policy")
+	}
+	if o.comparing && o.duration <= 0 {
+		return o, fmt.Errorf("--duration %v: each compared run needs a positive length", o.duration)
+	}
 	if o.classes && !slices.Contains([]string{workload.NameSharedPrefix, workload.NameMultiTurn, workload.NameAgentic}, o.workload) {
 		return o, fmt.Errorf("--classes: workload %s assigns classes of its own", o.workload)
 	}

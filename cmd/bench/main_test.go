@@ -173,7 +173,7 @@ func TestCompareSmall(t *testing.T) {
 	for _, bad := range [][]string{
 		{"--compare", "--seeds", "2001"}, {"--compare", "--workloads", "nope"}, {"--compare", "--policies", "nope"},
 		{"--compare", "--loads", "0"}, {"--compare", "--capacities", "x"}, {"--compare", "--capacities", "nosuch=5"},
-		{"--compare", "--slo-args", "{bad"}, {"--workload", "mixed-slo", "--classes"}, {"--workload", "shared-prefix", "--trace", "x.csv"},
+		{"--compare", "--slo-args", "{bad"}, {"--slo-args", `{"explore":0}`}, {"--compare", "--duration", "0s"}, {"--workload", "mixed-slo", "--classes"}, {"--workload", "shared-prefix", "--trace", "x.csv"},
 	} {
 		if err := run(context.Background(), append(bad, "--no-progress"), io.Discard, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)

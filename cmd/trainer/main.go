@@ -105,6 +105,11 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	case o.unpublished < 0 || o.unpublished > 125 || o.unpublished == exitError || o.unpublished == exitUsage:
 		return o, fmt.Errorf("--unpublished-status %d: want 0 or 3..125 (1 and 2 mean errors)", o.unpublished)
 	}
+	// The training options are refused here, before the database is opened, not after a
+	// window of samples was read.
+	if err := o.train.Validate(); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 

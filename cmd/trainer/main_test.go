@@ -31,6 +31,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--database-url", "postgres://x", "--once", "--window", "-1h"}, "negative"},
 		{[]string{"--database-url", "postgres://x", "--every", "1h", "--early-min-interval", "-1s"}, "negative"},
 		{[]string{"--database-url", "postgres://x", "--once", "--unpublished-status", "1"}, "--unpublished-status"},
+		{[]string{"--database-url", "postgres://x", "--once", "--min-tpot-tokens", "-1"}, "MinTPOTTokens -1"},
+		{[]string{"--database-url", "postgres://x", "--once", "--quantile", "1.5"}, "quantile 1.5"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), tc.args, &out, &errb)

@@ -90,6 +90,11 @@ func NewForecaster(tokens int) *Forecaster {
 	return f
 }
 
+// ErrForecastFailed is a forecast that could not finish: a bug in the forecaster or the
+// engine, never a property of the request (a request the replica would refuse fails as
+// Submit does, with ErrTooLong or a validation error).
+var ErrForecastFailed = errors.New("sim: forecast failed")
+
 // Forecast returns what req, submitted to r at now, would experience if no other request
 // arrived. now must not be earlier than the last Step's start nor, when a step is in
 // progress, later than its end: the forecast finishes that step when Step said it would.
@@ -112,12 +117,12 @@ func (f *Forecaster) Forecast(r *Replica, now time.Time, req Request) (Forecast,
 	}
 	for s.generated < want {
 		if len(c.schedule(t)) == 0 {
-			return Forecast{}, errors.New("sim: forecast: the engine stalled with the request unfinished")
+			return Forecast{}, fmt.Errorf("%w: the engine stalled with the request unfinished", ErrForecastFailed)
 		}
 		t = t.Add(f.m.stepDuration(c.plan))
 		c.complete(t)
 		if steps++; steps > maxForecastSteps {
-			return Forecast{}, fmt.Errorf("sim: forecast: no result after %d steps", steps)
+			return Forecast{}, fmt.Errorf("%w: no result after %d steps", ErrForecastFailed, steps)
 		}
 	}
 	fc := Forecast{TTFT: s.firstTokenAt.Sub(now), Tokens: s.generated, CachedTokens: s.cached, Steps: steps}

@@ -2,6 +2,8 @@ package virtual
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/augur-llm/augur/scheduler"
@@ -40,6 +42,10 @@ func (c *clairvoyant) Predict(_ context.Context, req *scheduler.Request, cands [
 			continue
 		}
 		fc, err := c.f.Forecast(c.r.replicas[idx], now, sreq)
+		if errors.Is(err, sim.ErrForecastFailed) {
+			// The reference would quietly lose its knowledge; a benchmark must not go on.
+			panic(fmt.Sprintf("clairvoyant: %s: %v", cand.Endpoint.Name, err))
+		}
 		if err != nil {
 			continue
 		}
