@@ -125,6 +125,66 @@ func TestFitPriorRecoversALinearLaw(t *testing.T) {
 	}
 }
 
+// A queue the KV cache cannot hold drains at the pace running requests free it, far slower
+// than prefill: the prior has a term for the overflow and recovers both slopes. A law that
+// levels off gets no negative overflow slope (a rising term is never negative), and a prior of
+// the nine terms of earlier versions still loads and estimates as it did.
+func TestFitPriorKVOverflow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const capacity = 10000 * 16
+	vec := func(q, kv float64) models.Vector {
+		var v models.Vector
+		v.Set(models.Index("uncached_input_tokens"), 1000)
+		v.Set(models.Index("prefill_uncached_tokens_in_flight"), q)
+		v.Set(models.Index("kv_cache_usage"), kv)
+		v.Set(models.Index("num_gpu_blocks"), 10000)
+		v.Set(models.Index("block_size"), 16)
+		return v
+	}
+	law := func(q, kv float64) float64 {
+		over := max(0, q+1000-capacity*(1-kv))
+		return 10 + 0.02*1000 + 0.01*q + 0.1*over
+	}
+	// A law that levels off: what a wind tunnel's deepest queues can look like when runs end
+	// before they drain. A linear fit would give the overflow a negative slope.
+	level := func(q, kv float64) float64 { return 10 + 0.02*1000 + 0.01*min(q, 50000) }
+	fit := func(law func(q, kv float64) float64) models.Prior {
+		var obs []models.Observation
+		for range 3000 {
+			q, kv := float64(rng.IntN(200000)), rng.Float64()
+			obs = append(obs, models.Observation{Features: vec(q, kv), Class: "c", Ms: law(q, kv) * math.Exp(0.05*rng.NormFloat64())})
+		}
+		p, err := models.FitPrior(models.TTFT, obs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := fit(law)
+	for _, c := range []struct{ q, kv float64 }{{1000, 0.1}, {100000, 0.2}, {150000, 0.9}, {400000, 0.95}} {
+		v := vec(c.q, c.kv)
+		want := law(c.q, c.kv)
+		if got := p.Estimate(&v, 0); math.Abs(got-want)/want > 0.1 {
+			t.Errorf("queue %v at KV %v: estimate %.0f ms, law %.0f ms", c.q, c.kv, got, want)
+		}
+	}
+	p = fit(level)
+	if c := p.Coef[0][models.PriorTerms-1]; c < 0 {
+		t.Errorf("overflow slope %v for a law that levels off, want at least 0", c)
+	}
+	deep, deeper := vec(300000, 0.99), vec(600000, 0.99)
+	if p.Estimate(&deeper, 0) < p.Estimate(&deep, 0) {
+		t.Error("a deeper queue estimated shorter")
+	}
+	legacy := models.DefaultPrior(models.TTFT)
+	legacy.Pooled = legacy.Pooled[:models.PriorTerms-1]
+	full := models.DefaultPrior(models.TTFT)
+	v := vec(50000, 0.5)
+	if err := legacy.Check(); err != nil || legacy.Estimate(&v, -1) != full.Estimate(&v, -1) {
+		t.Errorf("nine-term prior: %v, estimate %v against %v", err, legacy.Estimate(&v, -1), full.Estimate(&v, -1))
+	}
+}
+
 func testArtifact(t *testing.T) models.Artifact {
 	t.Helper()
 	l := models.NewLayout([]string{"8b-h100"})

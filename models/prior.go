@@ -25,7 +25,11 @@ func Targets() []Target { return []Target{TTFT, TPOT} }
 func (t Target) Valid() bool { return t == TTFT || t == TPOT }
 
 // PriorTerms is the number of terms of a prior's basis.
-const PriorTerms = 9
+const PriorTerms = 10
+
+// legacyPriorTerms is how many terms priors had before the KV-overflow and queued-prefill
+// terms: such a prior is the same estimate with those coefficients zero.
+const legacyPriorTerms = 9
 
 // Prior is an analytic latency model: for each replica class, a linear combination of a few
 // terms that follow from how a vLLM step is timed (PriorBasis). It is the cold-start estimate
@@ -60,6 +64,9 @@ var (
 	idxCurStep       = Index("current_step_uncached_tokens")
 	idxNextStep      = Index("next_step_uncached_tokens")
 	idxDecodeCtx     = Index("decode_context_tokens")
+	idxKVUsage       = Index("kv_cache_usage")
+	idxGPUBlocks     = Index("num_gpu_blocks")
+	idxBlockSize     = Index("block_size")
 )
 
 // PriorBasis writes the terms of target t for features v into b and returns it:
@@ -67,16 +74,21 @@ var (
 //	TTFT: 1, uncached prompt tokens u, u^2/1e4 (attention), uncached prompt tokens in the step
 //	      in progress, uncached prompt tokens that will share the next step, decode context
 //	      tokens/1000 (the KV every step reads), requests waiting, time left of the step in
-//	      progress, all uncached prompt tokens queued ahead
+//	      progress, all uncached prompt tokens queued ahead, and those of them (with the
+//	      prompt) that do not fit in the KV cache left free at the last scrape
 //	TPOT: 1, decoding requests + 1, decode context tokens/1000, uncached prompt tokens
 //	      arriving per second/100, decode tokens left/100, prompt tokens/100, the replica's
 //	      step time (slow and fast averages), uncached prompt tokens arriving per second over
-//	      the last seconds/100
+//	      the last seconds/100, uncached prompt tokens queued ahead/1000
 //
 // A TTFT is the rest of the step in progress plus the step (or steps) that prefill the
 // prompt, whose length grows with the tokens scheduled in it and the context decoded; a TPOT
 // is the step time while the request decodes: the step time now, made longer by prefills
-// that arrive meanwhile. NULL features count as 0. The scales keep the fit well conditioned.
+// that arrive meanwhile, among them the prompts already queued. A prompt that finds the KV
+// cache full waits for running requests to finish, which is far slower than prefilling: the
+// overflow term lets a linear fit have a second, steeper slope there, where trees, which do
+// not extrapolate, would keep the last slope they saw. NULL features count as 0 (and a
+// replica that reports no KV size has no overflow). The scales keep the fit well conditioned.
 func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
 	x := &v.values // a NULL feature's value is 0 (see Vector); read directly, on the request path
 	get := func(i int) float64 { return x[i] }
@@ -84,11 +96,21 @@ func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
 	case TTFT:
 		u := get(idxUncached)
 		*b = [PriorTerms]float64{1, u, u * u / 1e4, get(idxCurStep), get(idxNextStep), get(idxDecodeCtx) / 1000, get(idxWaiting),
-			get(idxStepWait), get(idxQueued)}
+			get(idxStepWait), get(idxQueued), kvOverflow(get(idxQueued)+u, x)}
 	default:
 		*b = [PriorTerms]float64{1, get(idxDecoding) + 1, get(idxDecodeCtx) / 1000, get(idxTokenRate) / 100, get(idxLeft) / 100,
-			get(idxInput) / 100, get(idxStepSlow), get(idxStep), get(idxTokenRateFast) / 100}
+			get(idxInput) / 100, get(idxStepSlow), get(idxStep), get(idxTokenRateFast) / 100, get(idxQueued) / 1000}
 	}
+}
+
+// kvOverflow is how many of the tokens do not fit in the KV cache the replica had free at its
+// last scrape (0 when it reports no KV size).
+func kvOverflow(tokens float64, x *[NumFeatures]float64) float64 {
+	capacity := x[idxGPUBlocks] * x[idxBlockSize]
+	if capacity <= 0 {
+		return 0
+	}
+	return max(0, tokens-capacity*(1-x[idxKVUsage]))
 }
 
 // DefaultPrior is the estimate before any sample was seen: a generic 8B-class replica on one
@@ -98,9 +120,9 @@ func PriorBasis(t Target, v *Vector, b *[PriorTerms]float64) {
 func DefaultPrior(t Target) Prior {
 	p := Prior{Target: t, Floor: 1}
 	if t == TTFT {
-		p.Pooled = []float64{15, 0.05, 0, 0, 0, 0.5, 0, 0, 0.05}
+		p.Pooled = []float64{15, 0.05, 0, 0, 0, 0.5, 0, 0, 0.05, 0}
 	} else {
-		p.Pooled = []float64{8, 0.05, 0, 0, 0, 0, 0, 0, 0}
+		p.Pooled = []float64{8, 0.05, 0, 0, 0, 0, 0, 0, 0, 0}
 	}
 	return p
 }
@@ -136,7 +158,7 @@ func (p *Prior) Check() error {
 		return fmt.Errorf("prior: %d classes, %d coefficient sets", len(p.Classes), len(p.Coef))
 	}
 	for _, c := range append([][]float64{p.Pooled}, p.Coef...) {
-		if len(c) != PriorTerms {
+		if len(c) != PriorTerms && len(c) != legacyPriorTerms {
 			return fmt.Errorf("prior: %d coefficients, want %d", len(c), PriorTerms)
 		}
 		for _, x := range c {
@@ -219,7 +241,8 @@ func FitPrior(t Target, obs []Observation) (Prior, error) {
 
 // fitTerms solves (A'A + ridge) x = A'1 where row r of A is basis(r)/y(r). Terms that are
 // zero throughout get a zero coefficient; the ridge, relative to each term's own scale (they
-// differ by orders of magnitude), keeps collinear terms from blowing up.
+// differ by orders of magnitude), keeps collinear terms from blowing up; a rising term
+// (risingTerms) is never negative.
 func fitTerms(t Target, obs []Observation, idx []int) ([]float64, error) {
 	var full [PriorTerms][PriorTerms]float64
 	var rhs [PriorTerms]float64
@@ -243,9 +266,46 @@ func fitTerms(t Target, obs []Observation, idx []int) ([]float64, error) {
 			used = append(used, j)
 		}
 	}
-	if len(used) == 0 {
-		return nil, errors.New("prior: every term is zero")
+	for {
+		if len(used) == 0 {
+			return nil, errors.New("prior: every term is zero")
+		}
+		x, err := solveTerms(&full, &rhs, used)
+		if err != nil {
+			return nil, err
+		}
+		// A term latency cannot fall with that came out negative (collinear with others,
+		// or absent from the data) is dropped and the rest refitted: far from the data a
+		// negative slope would predict a deeper queue as faster.
+		drop, worst := -1, 0.0
+		for a, j := range used {
+			if x[a] < worst && slices.Contains(risingTerms(t), j) {
+				drop, worst = j, x[a]
+			}
+		}
+		if drop < 0 {
+			out := make([]float64, PriorTerms)
+			for a, j := range used {
+				out[j] = x[a]
+			}
+			return out, nil
+		}
+		used = slices.DeleteFunc(used, func(j int) bool { return j == drop })
 	}
+}
+
+// risingTerms are, per target, the positions in PriorBasis of the terms latency cannot fall
+// with: the prompt queued ahead and its overflow of the KV cache for TTFT; the batch and
+// the prompt queued ahead for TPOT.
+func risingTerms(t Target) []int {
+	if t == TTFT {
+		return []int{8, 9}
+	}
+	return []int{1, 9}
+}
+
+// solveTerms solves the normal equations restricted to the terms used.
+func solveTerms(full *[PriorTerms][PriorTerms]float64, rhs *[PriorTerms]float64, used []int) ([]float64, error) {
 	ata := mat.NewSymDense(len(used), nil)
 	atb := mat.NewVecDense(len(used), nil)
 	for a, j := range used {
@@ -270,9 +330,9 @@ func fitTerms(t Target, obs []Observation, idx []int) ([]float64, error) {
 		}
 		// Ill-conditioned but solved: the ridge bounds the coefficients.
 	}
-	out := make([]float64, PriorTerms)
-	for a, j := range used {
-		out[j] = x.AtVec(a)
+	out := make([]float64, len(used))
+	for a := range used {
+		out[a] = x.AtVec(a)
 	}
 	return out, nil
 }

@@ -92,11 +92,15 @@ func refPrior(p *models.Prior, v *models.Vector, class string) float64 {
 	if p.Target == models.TTFT {
 		u := get("uncached_input_tokens")
 		b = [models.PriorTerms]float64{1, u, u * u / 1e4, get("current_step_uncached_tokens"), get("next_step_uncached_tokens"),
-			get("decode_context_tokens") / 1000, get("num_requests_waiting"), get("step_wait_ms"), get("prefill_uncached_tokens_in_flight")}
+			get("decode_context_tokens") / 1000, get("num_requests_waiting"), get("step_wait_ms"), get("prefill_uncached_tokens_in_flight"), 0}
+		// The prompt and the queue ahead beyond the KV cache free at the last scrape.
+		if capacity := get("num_gpu_blocks") * get("block_size"); capacity > 0 {
+			b[9] = max(0, get("prefill_uncached_tokens_in_flight")+u-capacity*(1-get("kv_cache_usage")))
+		}
 	} else {
 		b = [models.PriorTerms]float64{1, get("decode_requests_in_flight") + 1, get("decode_context_tokens") / 1000,
 			get("uncached_token_rate") / 100, get("decode_tokens_left") / 100, get("input_tokens") / 100, get("step_slow_ms"),
-			get("step_ms"), get("uncached_token_rate_fast") / 100}
+			get("step_ms"), get("uncached_token_rate_fast") / 100, get("prefill_uncached_tokens_in_flight") / 1000}
 	}
 	coef := p.Pooled
 	for i, c := range p.Classes {

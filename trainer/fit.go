@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gonum.org/v1/gonum/stat"
@@ -93,6 +94,7 @@ type design struct {
 	x              []float32
 	y, margin      []float32
 	rows, cols     int
+	target         models.Target
 	layout         models.Layout
 	prior          models.Prior
 	priorClassIdx  map[string]int
@@ -113,7 +115,7 @@ func newDesign(t models.Target, rows []Row) (*design, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t, err)
 	}
-	d := &design{rows: len(rows), cols: layout.Width(), layout: layout, prior: prior,
+	d := &design{rows: len(rows), cols: layout.Width(), target: t, layout: layout, prior: prior,
 		priorClassIdx: map[string]int{}, layoutClassIdx: map[string]int{}}
 	for _, c := range layout.Classes {
 		d.priorClassIdx[c], d.layoutClassIdx[c] = prior.ClassIndex(c), layout.ClassIndex(c)
@@ -153,7 +155,7 @@ func (d *design) booster(ctx context.Context, p Params, custom func(pred, label 
 		return nil, err
 	}
 	defer b.Free()
-	for _, kv := range p.threadsFor(d.rows).xgboost() {
+	for _, kv := range append(p.threadsFor(d.rows).xgboost(), [2]string{"monotone_constraints", d.monotone()}) {
 		if err := b.SetParam(kv[0], kv[1]); err != nil {
 			return nil, err
 		}
@@ -179,6 +181,40 @@ func (d *design) booster(ctx context.Context, p Params, custom func(pred, label 
 		}
 	}
 	return b.SaveJSON()
+}
+
+// monotoneIn are the features a target's latency cannot fall with: more prompt to compute,
+// more of it queued ahead, more requests waiting for a seat, more streams in the batch.
+// Trees fit where the samples are and, past the deepest queue they saw, keep whatever their
+// last split learned, which can fall (a 450,000-token queue predicted shorter than a
+// 250,000-token one, in the wind tunnel); constrained, the trees' part never falls with
+// these, and the prior's, linear in them, keeps rising past the data.
+var monotoneIn = map[models.Target][]string{
+	models.TTFT: {"uncached_input_tokens", "prefill_uncached_tokens_in_flight", "num_requests_waiting"},
+	models.TPOT: {"decode_requests_in_flight", "prefill_uncached_tokens_in_flight"},
+}
+
+// Form says what the models this package trains are made of, beyond Params: a cache of
+// models trained earlier is stale when it changes.
+func Form() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "prior of %d terms, rising terms never negative", models.PriorTerms)
+	for _, t := range models.Targets() {
+		fmt.Fprintf(&b, "; %s trees never fall with %s", t, strings.Join(monotoneIn[t], ", "))
+	}
+	return b.String()
+}
+
+// monotone is XGBoost's monotone_constraints for d: 1 for the columns of monotoneIn[target].
+func (d *design) monotone() string {
+	v := make([]string, d.cols)
+	for i := range v {
+		v[i] = "0"
+	}
+	for _, name := range monotoneIn[d.target] {
+		v[models.Index(name)] = "1"
+	}
+	return "(" + strings.Join(v, ",") + ")"
 }
 
 // pinball returns the gradients of the pinball loss of quantile q (in log space, where the

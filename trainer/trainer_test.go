@@ -371,3 +371,49 @@ func TestRunReplacesChampionsItCannotLoad(t *testing.T) {
 		}
 	}
 }
+
+// Predictions never fall with the load a target cannot fall with (the queue ahead for TTFT,
+// the batch for TPOT), inside the data and far past it: noise makes unconstrained trees
+// split the wrong way somewhere, and past the data they keep whatever their last split
+// learned, so a packing policy that trusts them would find a deeper queue faster. Requests
+// waiting are swept from 1: the first one moves the replica into another load regime, whose
+// calibration is its own.
+func TestPredictionsRiseWithTheQueue(t *testing.T) {
+	// Production's noise, not the law's 3%: 30% more, as where runs interleave at random.
+	rows := trainertest.Rows(6000, 1)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range rows {
+		rows[i].TTFT *= math.Exp(0.3 * rng.NormFloat64())
+		rows[i].TPOT *= math.Exp(0.3 * rng.NormFloat64())
+	}
+	set, err := predictor.Load(trainertest.Train(t, rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := set.NewBuffer()
+	sweeps := []struct {
+		target  models.Target
+		feature string
+		from    float64
+		step    float64 // the training rows reach 20,000 queued tokens, 15 waiting and 60 decoding
+	}{{models.TTFT, "prefill_uncached_tokens_in_flight", 0, 500}, {models.TTFT, "num_requests_waiting", 1, 1},
+		{models.TPOT, "decode_requests_in_flight", 0, 2}, {models.TPOT, "prefill_uncached_tokens_in_flight", 0, 500}}
+	for _, sw := range sweeps {
+		falls := 0
+		for _, r := range trainertest.Rows(200, 7) {
+			v := r.Features
+			prevMean, prevUpper := 0.0, 0.0
+			for k := range 120 { // up to three times the data's range
+				v.Set(models.Index(sw.feature), sw.from+float64(k)*sw.step)
+				e := set.Predict(sw.target, &v, r.Class, buf)
+				if e.Mean < prevMean*(1-1e-6) || e.Upper < prevUpper*(1-1e-6) {
+					falls++
+				}
+				prevMean, prevUpper = e.Mean, e.Upper
+			}
+		}
+		if falls > 0 {
+			t.Errorf("%s falls %d times as %s rises (200 rows, 120 steps each)", sw.target, falls, sw.feature)
+		}
+	}
+}

@@ -100,7 +100,14 @@ func Rows(n int, seed uint64) []trainer.Row {
 // and returns them (published by Train's judgement, as no champion exists).
 func Artifacts(t testing.TB) []models.Artifact {
 	t.Helper()
-	rep, err := trainer.Train(context.Background(), Rows(6000, 1), nil, trainer.Options{})
+	return Train(t, Rows(6000, 1))
+}
+
+// Train trains mean and calibrated p90 models for both targets on rows, with no champion, and
+// returns them; a target not published fails t.
+func Train(t testing.TB, rows []trainer.Row) []models.Artifact {
+	t.Helper()
+	rep, err := trainer.Train(context.Background(), rows, nil, trainer.Options{})
 	if err != nil {
 		t.Fatalf("trainertest: %v", err)
 	}
