@@ -159,7 +159,7 @@ func (p *Prior) Check() error {
 	}
 	for _, c := range append([][]float64{p.Pooled}, p.Coef...) {
 		if len(c) != PriorTerms && len(c) != legacyPriorTerms {
-			return fmt.Errorf("prior: %d coefficients, want %d", len(c), PriorTerms)
+			return fmt.Errorf("prior: %d coefficients, want %d (or %d, from before the KV-overflow terms)", len(c), PriorTerms, legacyPriorTerms)
 		}
 		for _, x := range c {
 			if math.IsNaN(x) || math.IsInf(x, 0) {

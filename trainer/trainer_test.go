@@ -403,7 +403,7 @@ func TestPredictionsRiseWithTheQueue(t *testing.T) {
 		for _, r := range trainertest.Rows(200, 7) {
 			v := r.Features
 			prevMean, prevUpper := 0.0, 0.0
-			for k := range 120 { // up to three times the data's range
+			for k := range 120 { // past the data's range: 3x the queue, 4x the batch, 8x the waiting
 				v.Set(models.Index(sw.feature), sw.from+float64(k)*sw.step)
 				e := set.Predict(sw.target, &v, r.Class, buf)
 				if e.Mean < prevMean*(1-1e-6) || e.Upper < prevUpper*(1-1e-6) {
@@ -415,5 +415,20 @@ func TestPredictionsRiseWithTheQueue(t *testing.T) {
 		if falls > 0 {
 			t.Errorf("%s falls %d times as %s rises (200 rows, 120 steps each)", sw.target, falls, sw.feature)
 		}
+	}
+}
+
+// Every feature a target's trees are held monotone in is one of the schema's: a misspelt name
+// would otherwise fail only when training starts.
+func TestMonotoneFeaturesExist(t *testing.T) {
+	for _, tg := range models.Targets() {
+		for _, name := range trainer.MonotoneIn(tg) {
+			if models.Index(name) < 0 {
+				t.Errorf("%s: %q is no feature", tg, name)
+			}
+		}
+	}
+	if !strings.Contains(trainer.Form(), "prefill_uncached_tokens_in_flight") {
+		t.Errorf("Form() %q names no monotone feature", trainer.Form())
 	}
 }
