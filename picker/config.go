@@ -11,8 +11,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/yaml"
 
+	"github.com/augur-llm/augur/flowcontrol"
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/predictor"
 	"github.com/augur-llm/augur/scheduler"
@@ -57,6 +59,18 @@ type Config struct {
 	Retention metav1.Duration `json:"retention,omitzero"`
 	// Models says where the latency models come from; see ModelsConfig.
 	Models ModelsConfig `json:"models,omitzero"`
+	// FlowControl, when set, turns flow control on (package flowcontrol): requests wait in
+	// the picker, in priority bands by their objective (x-gateway-inference-objective) and
+	// shared fairly between flows (x-gateway-inference-fairness-id), while the pool is
+	// saturated; sheddable ones (negative priority) and those past the TTL get 429 with
+	// x-llm-d-request-dropped-reason. The profile gets flow control's room filter. Keys:
+	// objectives ({name: {priority, ttftMs, tpotMs, fairnessWeight}}), defaultObjective,
+	// fairness, flowWeights, ordering, maxRequestsPerBand, maxBytesPerBand, ttl, refuseLate,
+	// saturation ({queuePerReplica, stepShare, kvCache, stale, staleAfter}), mode,
+	// tickInterval; see flowcontrol.Config. An empty section ({}) turns it on with the
+	// defaults. It takes effect at start only: a reload that changes it is logged and waits
+	// for the next restart.
+	FlowControl *flowcontrol.Config `json:"flowControl,omitempty"`
 }
 
 // ModelsConfig says which trained latency models the predictor follows. Every decision is
@@ -128,20 +142,36 @@ func ParseConfig(b []byte) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
+	if err := c.checkFlowControl(); err != nil {
+		return Config{}, err
+	}
 	return c, nil
 }
 
-// isDuration reports whether the JSON name field is one of Config's durations.
+// isDuration reports whether the JSON path field ("staleAfter", "flowControl.ttl") names one
+// of Config's durations, at any depth.
 func isDuration(field string) bool {
 	t := reflect.TypeFor[Config]()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == field && f.Type == reflect.TypeFor[metav1.Duration]() {
-			return true
+	for part := range strings.SplitSeq(field, ".") {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return false
+		}
+		found := false
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name == part {
+				t, found = f.Type, true
+				break
+			}
+		}
+		if !found {
+			return false
 		}
 	}
-	return false
+	return t == reflect.TypeFor[metav1.Duration]()
 }
 
 func (c *Config) withDefaults() {
@@ -186,6 +216,20 @@ func (c *Config) checkModels() error {
 		}
 	default:
 		return fmt.Errorf("config: models.source %q: want database, directory or none", c.Models.Source)
+	}
+	return nil
+}
+
+// checkFlowControl reports a flowControl section flow control would refuse, so that a bad
+// value fails when the file is read (naming the file) rather than at start or, for a reload,
+// only in the log of a restart long after the edit. flowcontrol.New is the check: it is what
+// the picker calls at start, and it needs only a pool, which may be empty here.
+func (c *Config) checkFlowControl() error {
+	if c.FlowControl == nil {
+		return nil
+	}
+	if _, err := flowcontrol.New(*c.FlowControl, flowcontrol.Options{Pool: pool.New(clock.RealClock{}, 0)}); err != nil {
+		return fmt.Errorf("config: flowControl: %w", err)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/augur-llm/augur/discovery"
 
 	"github.com/augur-llm/augur/extproc"
+	"github.com/augur-llm/augur/flowcontrol"
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/predictor"
 	"github.com/augur-llm/augur/requestcontrol"
@@ -72,6 +73,9 @@ type Picker struct {
 	// training asks the trainer for new models when a replica drifts; nil without a
 	// database.
 	training *trainingRequests
+	// flow is flow control, the lifecycle's admitter; nil when the configuration has no
+	// flowControl section. Its configuration is cfg.FlowControl as the picker started.
+	flow *flowcontrol.Controller
 }
 
 // New assembles a picker from cfg. Nothing runs until Serve.
@@ -102,7 +106,7 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	pc, err := cfg.profile()
+	pc, err := profileWithFlow(&cfg, cfg.FlowControl)
 	if err != nil {
 		return nil, err
 	}
@@ -152,14 +156,60 @@ func New(cfg Config, opts Options) (*Picker, error) {
 	}
 	scraper := &pool.Scraper{Pool: p, Clock: opts.Clock, Interval: cfg.ScrapeInterval.Duration,
 		Timeout: cfg.ScrapeTimeout.Duration, Log: opts.Log}
+	var flow *flowcontrol.Controller
+	var admitter requestcontrol.Admitter // nil: every request is scheduled at once
+	if cfg.FlowControl != nil {
+		flow, err = flowcontrol.New(*cfg.FlowControl, flowcontrol.Options{Pool: p, Clock: flowClock(opts.Clock),
+			Metrics: flowcontrol.NewMetrics(opts.Registry), Log: opts.Log})
+		if err != nil {
+			return nil, fmt.Errorf("config: flowControl: %w", err)
+		}
+		admitter = flow
+		wakeOnScrape(scraper, flow)
+	}
 	dir := requestcontrol.New(requestcontrol.Config{Pool: p, Scheduler: sched, Clock: opts.Clock, Observers: observers,
-		Probe: scraper.Probe, ProbeTimeout: cfg.ScrapeTimeout.Duration})
+		Admitter: admitter, Probe: scraper.Probe, ProbeTimeout: cfg.ScrapeTimeout.Duration})
 	srv := extproc.NewServer(extproc.Config{
 		Pool: p, Director: dir, Clock: opts.Clock, MaxBodyBytes: cfg.MaxBodyBytes, Metrics: metrics, Log: opts.Log,
 	})
 	return &Picker{cfg: cfg, opts: opts, seed: seed, Pool: p, Scheduler: sched, Server: srv, registry: opts.Registry,
-		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper, Predictor: pred, models: models, training: training}, nil
+		reloadMetrics: rm, source: source, db: db, Recorder: rec, scraper: scraper, Predictor: pred, models: models, training: training,
+		flow: flow}, nil
 }
+
+// profileWithFlow is the profile cfg asks for, with the room filter flow control relies on
+// when it runs with configuration fc (nil: off). Reloads pass the running flow control's
+// configuration, not the reloaded file's: the controller is built once, and a profile
+// filtering by another queue limit than the one it dispatches by would fill replicas' queues
+// it believes have room, or starve them.
+func profileWithFlow(cfg *Config, fc *flowcontrol.Config) (scheduler.ProfileConfig, error) {
+	pc, err := cfg.profile()
+	if err != nil || fc == nil {
+		return pc, err
+	}
+	if pc, err = flowcontrol.WithRoom(pc, *fc); err != nil {
+		return pc, fmt.Errorf("config: flowControl: %w", err)
+	}
+	return pc, nil
+}
+
+// wakeOnScrape makes every successful scrape wake flow control: fresh metrics are one of the
+// events that can show room (a replica's queue drained), and flow control has no ticker of
+// its own to notice. The scraper's own Observe, if any, still runs first.
+func wakeOnScrape(s *pool.Scraper, flow *flowcontrol.Controller) {
+	prev := s.Observe
+	s.Observe = func(r *pool.Replica, err error) {
+		if prev != nil {
+			prev(r, err)
+		}
+		if err == nil {
+			flow.Wake()
+		}
+	}
+}
+
+// FlowControl returns the picker's flow control, nil when its configuration has none.
+func (p *Picker) FlowControl() *flowcontrol.Controller { return p.flow }
 
 // handle is what the picker's scheduling plugins get from it.
 func handle(p *pool.Pool, seed uint64, pred scheduler.Predictor, opts Options) scheduler.Handle {

@@ -42,8 +42,9 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 // Reload applies a changed configuration to new requests, without a restart: the scheduling
 // profile, the fallback count and inline endpoints. Requests being scheduled finish with the
 // profile they started with. An invalid configuration is rejected whole and the running one
-// stays. Settings that only take effect at start (listen addresses, scrape timing, body limit)
-// are reported in the log when they change, and keep their running values.
+// stays. Settings that only take effect at start (listen addresses, scrape timing, body limit,
+// flow control) are reported in the log when they change, and keep their running values; the
+// reloaded profile keeps the running flow control's room filter.
 func (p *Picker) Reload(cfg Config) error {
 	err := p.reload(cfg)
 	result := "applied"
@@ -67,7 +68,13 @@ func (p *Picker) reload(cfg Config) error {
 	if err := cfg.checkModels(); err != nil {
 		return err
 	}
-	pc, err := cfg.profile()
+	if err := cfg.checkFlowControl(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	running := p.cfg.FlowControl // what flow control was built with; a change waits for a restart
+	p.mu.Unlock()
+	pc, err := profileWithFlow(&cfg, running)
 	if err != nil {
 		return err
 	}
@@ -108,7 +115,7 @@ func (p *Picker) reload(cfg Config) error {
 		{"maxBodyBytes", old.MaxBodyBytes, cfg.MaxBodyBytes},
 		{"seed", old.Seed, cfg.Seed}, {"drainTimeout", old.DrainTimeout, cfg.DrainTimeout},
 		{"databaseURL", old.DatabaseURL, cfg.DatabaseURL}, {"retention", old.Retention, cfg.Retention},
-		{"models", old.Models, cfg.Models},
+		{"models", old.Models, cfg.Models}, {"flowControl", old.FlowControl, cfg.FlowControl},
 	} {
 		if !reflect.DeepEqual(f.old, f.new) {
 			p.opts.Log.Warn("configuration setting changed; it takes effect at the next restart", "setting", f.name)

@@ -22,6 +22,22 @@ type Admitter interface {
 	Admit(ctx context.Context, req *scheduler.Request, resume func(error))
 }
 
+// Waker is an Admitter that wants to hear of the events that can make room on a replica: a
+// dispatched request's first token (it left the replica's queue) and its end. Wake must not
+// block for long; it runs on the caller of FirstToken and End.
+type Waker interface {
+	Wake()
+}
+
+// Deferrer is an Admitter that takes back a request the scheduler predicted no replica would
+// serve within its objectives (scheduler.Result.Infeasible), rather than have it dispatched
+// where it would miss them and slow the streams already there. Defer reports whether it took
+// the request back: it then resumes it later exactly as Admit does, and nothing of the
+// decision was recorded.
+type Deferrer interface {
+	Defer(ctx context.Context, req *scheduler.Request, resume func(error)) bool
+}
+
 // Observer receives every dispatched request once it ended. It runs on the caller of End, on
 // the request path: it must not block (hand the completion to a buffer).
 type Observer interface {
@@ -82,16 +98,23 @@ func New(cfg Config) *Director {
 // before Start returns, or later on the goroutine that resumes a held request.
 func (d *Director) Start(ctx context.Context, req scheduler.Request, subset []string, received time.Time, done func(*Flight, error)) {
 	f := &Flight{d: d, Req: req, Received: received}
-	admitted := func(err error) {
+	deferrer, _ := d.cfg.Admitter.(Deferrer)
+	var admitted func(err error)
+	admitted = func(err error) {
 		if err != nil {
 			done(nil, err)
 			return
 		}
 		f.Admitted = d.cfg.Clock.Now()
-		if err := f.schedule(ctx, subset); err != nil {
+		res, err := d.cfg.Scheduler.Schedule(ctx, &f.Req, subset)
+		if err != nil {
 			done(nil, err)
 			return
 		}
+		if deferrer != nil && res.Infeasible() && deferrer.Defer(ctx, &f.Req, admitted) {
+			return
+		}
+		f.dispatch(ctx, res)
 		done(f, nil)
 	}
 	if d.cfg.Admitter == nil {
@@ -124,11 +147,8 @@ type Flight struct {
 	ended      bool
 }
 
-func (f *Flight) schedule(ctx context.Context, subset []string) error {
-	res, err := f.d.cfg.Scheduler.Schedule(ctx, &f.Req, subset)
-	if err != nil {
-		return err
-	}
+// dispatch credits the decision's primary with the request.
+func (f *Flight) dispatch(ctx context.Context, res scheduler.Result) {
 	f.Decided = f.d.cfg.Clock.Now()
 	f.Decision = res
 	primary := res.Targets[0]
@@ -136,7 +156,6 @@ func (f *Flight) schedule(ctx context.Context, subset []string) error {
 	f.served = primary
 	f.lease = primary.Replica.Dispatch(f.Decided, WorkOf(&f.Req, &primary))
 	res.Profile.Dispatched(ctx, &f.Req, primary)
-	return nil
 }
 
 // Targets returns the decision's replicas, primary first.
@@ -176,10 +195,21 @@ func (f *Flight) Served() *pool.Replica {
 // accounting moves the request from prefill to decode.
 func (f *Flight) FirstToken(now time.Time) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.first.IsZero() && !f.ended {
+	first := f.first.IsZero() && !f.ended
+	if first {
 		f.first = now
 		f.lease.FirstToken(now)
+	}
+	f.mu.Unlock()
+	if first {
+		f.d.wake()
+	}
+}
+
+// wake tells the admitter, if it listens, that a replica may have room.
+func (d *Director) wake() {
+	if w, ok := d.cfg.Admitter.(Waker); ok {
+		w.Wake()
 	}
 }
 
@@ -275,6 +305,7 @@ func (f *Flight) End(now time.Time, e End) bool {
 	for _, o := range f.d.cfg.Observers {
 		o.Observe(c)
 	}
+	f.d.wake()
 	return true
 }
 

@@ -111,6 +111,16 @@ func DefaultRegistry() Registry {
 			}
 			return g, nil
 		},
+		"room-filter": func(raw json.RawMessage, _ Handle) (any, error) {
+			var f RoomFilter
+			if err := decodeArgs(raw, &f); err != nil {
+				return nil, err
+			}
+			if !(f.QueuePerReplica > 0) || !(f.StepShare >= 0) {
+				return nil, fmt.Errorf("args: queuePerReplica %v must be positive and stepShare %v not negative", f.QueuePerReplica, f.StepShare)
+			}
+			return f, nil
+		},
 	}
 	maps.Copy(r, llmdPlugins()) // prefix-affinity, token-load, active-requests, slo-tier, latency
 	return r

@@ -54,32 +54,35 @@ func main() {
 }
 
 type options struct {
-	workload   string
-	ladder     string
-	rate       float64
-	duration   time.Duration
-	maxReqs    int
-	outputLen  int
-	trace      string
-	seed       uint64
-	replicas   int
-	profile    string
-	pool       string
-	policy     string
-	gateway    string
-	localStack bool
-	model      string
-	jsonPath   string
-	byStage    bool
-	noProgress bool
-	recordDB   string
-	recordFile string
-	scrape     time.Duration
-	learning   bool
-	learn      learnOptions
-	classes    bool
-	comparing  bool
-	compare    compareOptions
+	workload    string
+	ladder      string
+	rate        float64
+	duration    time.Duration
+	maxReqs     int
+	outputLen   int
+	trace       string
+	seed        uint64
+	replicas    int
+	profile     string
+	pool        string
+	policy      string
+	gateway     string
+	localStack  bool
+	model       string
+	jsonPath    string
+	byStage     bool
+	noProgress  bool
+	recordDB    string
+	recordFile  string
+	scrape      time.Duration
+	learning    bool
+	learn       learnOptions
+	classes     bool
+	flow        bool
+	flowControl bool
+	flowArgs    string
+	comparing   bool
+	compare     compareOptions
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -119,6 +122,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.learn.bucketCap, "bucket-cap", 0, "learn: training samples kept per balancing bucket (0: the trainer's default, -1: all)")
 	fs.BoolVar(&o.learn.byRun, "by-run", false, "learn: break the held-out accuracy down by scenario and load")
 	fs.BoolVar(&o.classes, "classes", false, "give every request one of the mixed-slo reference classes (objectives, priority, tenant) by a seeded rule, for workloads without objectives of their own")
+	fs.BoolVar(&o.flowControl, "flow-control", false, "virtual: admit requests through Augur's flow control, with one objective per class of the workload (its priority and SLOs); the report adds time queued and 429s per class")
+	fs.StringVar(&o.flowArgs, "flow-args", "", `--flow-control and --flow: flow control settings over the defaults, as JSON (flowcontrol.Config), e.g. '{"ordering":"deadline","saturation":{"stepShare":0.9}}'`)
+	fs.BoolVar(&o.flow, "flow", false, "virtual time: overload mixed-slo on 8x8b-h100 (--capacities mixed-slo=REQ/S) at --loads with no flow control, llm-d's design (1 ms ticker, utilization detector) and Augur's, under --policy, over --seeds; print attainment, shedding and time queued per class")
 	fs.BoolVar(&o.comparing, "compare", false, "virtual time: run every --policies policy over every --workloads workload's load ladder (--loads x capacity, measured unless --capacities) and --seeds, each run --duration long, with the same arrivals for every policy; print attainment and latency side by side")
 	fs.StringVar(&o.compare.workloads, "workloads", "shared-prefix,mixed-slo,heterogeneous", "compare: workloads")
 	fs.StringVar(&o.compare.policies, "policies", strings.Join(comparePolicies, ","), "compare: policies")
@@ -141,8 +147,11 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if err := checkSLOArgs(o.compare.sloArgs); err != nil {
 		return o, err
 	}
-	if o.compare.sloArgs != "" && !o.comparing {
-		return o, fmt.Errorf("--slo-args applies to --compare only; a single run takes the profile of --policy")
+	if o.flowControl && (o.localStack || o.gateway != "" || o.comparing || o.learning || o.flow) {
+		return o, fmt.Errorf("--flow-control applies to single virtual runs (--flow compares flow-control designs itself)")
+	}
+	if o.compare.sloArgs != "" && !o.comparing && !o.flow {
+		return o, fmt.Errorf("--slo-args applies to --compare and --flow only; a single run takes the profile of --policy")
 	}
 	if o.comparing && o.duration <= 0 {
 		return o, fmt.Errorf("--duration %v: each compared run needs a positive length", o.duration)
@@ -232,6 +241,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.comparing {
 		o.compare.runLength = o.duration
 		return compare(ctx, o, stdout, stderr)
+	}
+	if o.flow {
+		return flowBench(ctx, o, stdout, stderr)
 	}
 	m, err := execute(ctx, o, stderr)
 	if err != nil {
@@ -349,6 +361,11 @@ func execute(ctx context.Context, o options, stderr io.Writer) (measurement, err
 		}
 		vc := virtual.Config{Replicas: specs, Profile: scheduler.BuiltinProfiles()[o.policy], Seed: o.seed, ScrapeInterval: o.scrape,
 			Progress: func(p virtual.Progress) { bar.update(p.Elapsed, p.Arrived, p.Completed) }}
+		if o.flowControl {
+			if vc.FlowControl, err = flowConfig("augur", o.flowArgs); err != nil {
+				return m, err
+			}
+		}
 		if usesPredictor(o.policy) {
 			if o.seed >= firstModelSeed {
 				return m, fmt.Errorf("--seed %d: seeds from %d on train the models", o.seed, firstModelSeed)

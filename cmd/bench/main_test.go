@@ -217,3 +217,64 @@ func TestVerdicts(t *testing.T) {
 		t.Errorf("Augur ahead of the clairvoyant:\n%s", b.String())
 	}
 }
+
+// --flow runs every flow-control design at every load and seed and writes the table, the
+// JSON and the chart; --flow-control turns flow control on in a single run.
+func TestFlowBench(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"--flow", "--policy", "round-robin", "--capacities", "mixed-slo=100", "--loads", "3",
+		"--seeds", "1", "--duration", "4s", "--plots", dir, "--json", filepath.Join(dir, "flow.json"), "--no-progress"}, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"3x    none", "3x    llm-d", "3x    augur", "waiting"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "flow.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res flowResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range flowVariants {
+		cells := res.Results["3.00"][v]
+		if len(cells) != 1 || cells[0].Requests["all"] == 0 {
+			t.Errorf("%s: cells %+v", v, cells)
+		}
+	}
+	// Overloaded, Augur's flow control sheds batch (sheddable) work and no design without
+	// flow control sheds anything.
+	if c := res.Results["3.00"]["augur"][0]; c.Shed["batch"] == 0 || c.Shed["interactive"] != 0 {
+		t.Errorf("augur sheds %v", c.Shed)
+	}
+	if c := res.Results["3.00"]["none"][0]; c.Shed["all"] != 0 {
+		t.Errorf("without flow control %v shed", c.Shed)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "flow-control.png")); err != nil || st.Size() == 0 {
+		t.Fatalf("no chart: %v", err)
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"--workload", "mixed-slo", "--pool", "2x8b-h100", "--policy", "round-robin", "--rate", "40",
+		"--duration", "4s", "--flow-control", "--no-progress"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "queued p99") || !strings.Contains(out.String(), "rejected-saturated") {
+		t.Errorf("a single run with flow control overloaded shows no queueing or shedding:\n%s", out.String())
+	}
+
+	for _, bad := range [][]string{
+		{"--flow"}, {"--flow", "--capacities", "heterogeneous=5"}, {"--flow", "--capacities", "mixed-slo=100", "--flow-args", "{bad"},
+		{"--flow", "--capacities", "mixed-slo=100", "--flow-args", `{"mode":"busy"}`}, {"--flow-control", "--compare"},
+		{"--flow-control", "--flow-args", `{"nosuch":1}`},
+	} {
+		if err := run(context.Background(), append(bad, "--no-progress", "--duration", "1s"), io.Discard, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

@@ -54,6 +54,8 @@ type Stack struct {
 	// GatewayURL is the base URL clients use, e.g. "http://127.0.0.1:40123/v1".
 	GatewayURL string
 	PickerAddr string
+	// MetricsURL is the picker's Prometheus endpoint, e.g. "http://127.0.0.1:40124/metrics".
+	MetricsURL string
 	Replicas   []Replica
 	Picker     *picker.Picker
 
@@ -140,7 +142,13 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return fail(err)
 	}
 	s.PickerAddr = gln.Addr().String()
-	s.goRun(func() error { return p.Serve(runCtx, gln, nil) })
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = gln.Close()
+		return fail(err)
+	}
+	s.MetricsURL = "http://" + mln.Addr().String() + "/metrics"
+	s.goRun(func() error { return p.Serve(runCtx, gln, mln) })
 
 	gw, err := gateway.New(gateway.Config{Picker: s.PickerAddr, Logger: cfg.Log})
 	if err != nil {

@@ -22,7 +22,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func summaryHeader() []string {
 	return []string{
 		"reqs", "done", "shed%", "errs", "slo%", "goodput/s", "done/s", "out tok/s",
-		"ttft p50", "ttft p90", "ttft p99", "tpot p50", "tpot p99", "e2e p50", "e2e p99", "hit%",
+		"ttft p50", "ttft p90", "ttft p99", "tpot p50", "tpot p99", "e2e p50", "e2e p99", "hit%", "queued p99",
 	}
 }
 
@@ -32,7 +32,7 @@ func summaryCells(s Summary) []string {
 		attainment(s.SLOAttainment), num(s.GoodputRPS, 2), num(s.CompletedRPS, 2), num(s.OutputTPS, 0),
 		num(s.TTFT.P50, 1), num(s.TTFT.P90, 1), num(s.TTFT.P99, 1),
 		num(s.TPOT.P50, 1), num(s.TPOT.P99, 1),
-		num(s.E2E.P50, 1), num(s.E2E.P99, 1), pct(s.PrefixHitRate),
+		num(s.E2E.P50, 1), num(s.E2E.P99, 1), pct(s.PrefixHitRate), num(s.Queued.P99, 1),
 	}
 }
 

@@ -19,6 +19,9 @@ type Outcome struct {
 	Start, End time.Duration // offsets from the start of the run
 	Status     int           // HTTP status; 0 = no response
 	ShedReason string        // why a 429 was shed, e.g. "rejected-saturated"
+	// Queued is how long the request waited before it was dispatched or refused (flow
+	// control); 0 without flow control.
+	Queued time.Duration
 
 	TTFT, TPOT, E2E time.Duration
 
@@ -121,6 +124,13 @@ type Summary struct {
 	TTFT Percentiles `json:"ttft_ms"`
 	TPOT Percentiles `json:"tpot_ms"`
 	E2E  Percentiles `json:"e2e_ms"`
+	// Queued is the time requests waited in flow control before they were dispatched or
+	// refused, over every request.
+	Queued Percentiles `json:"queued_ms"`
+	// MissedTTFT and MissedTPOT count the completed requests that missed their TTFT, or met
+	// it and missed their TPOT, objective.
+	MissedTTFT int `json:"missed_ttft"`
+	MissedTPOT int `json:"missed_tpot"`
 }
 
 // Replica is one replica's share of the work.
@@ -223,8 +233,16 @@ func summarise(outs []Outcome, w Window) (Summary, []Summary) {
 
 func summary(name string, outs []Outcome, w Window) Summary {
 	s := Summary{Name: name, Requests: len(outs)}
-	var ttft, tpot, e2e []float64
+	var ttft, tpot, e2e, queued []float64
 	for _, oc := range outs {
+		queued = append(queued, ms(oc.Queued))
+		if oc.Completed() && !oc.MetSLO() {
+			if oc.SLOTTFT > 0 && oc.TTFT > oc.SLOTTFT {
+				s.MissedTTFT++
+			} else {
+				s.MissedTPOT++
+			}
+		}
 		switch {
 		case oc.Completed():
 			s.Completed++
@@ -272,6 +290,7 @@ func summary(name string, outs []Outcome, w Window) Summary {
 	s.TTFT = percentiles(ttft)
 	s.TPOT = percentiles(tpot)
 	s.E2E = percentiles(e2e)
+	s.Queued = percentiles(queued)
 	return s
 }
 

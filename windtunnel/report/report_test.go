@@ -202,7 +202,7 @@ func TestEmpty(t *testing.T) {
 	}
 	for _, line := range strings.Split(b.String(), "\n") {
 		if strings.HasPrefix(strings.TrimSpace(line), "all") {
-			if fields := strings.Fields(line); len(fields) != 17 || fields[1] != "0" || fields[5] != "n/a" || fields[6] != "-" || fields[16] != "-" {
+			if fields := strings.Fields(line); len(fields) != 18 || fields[1] != "0" || fields[5] != "n/a" || fields[6] != "-" || fields[16] != "-" || fields[17] != "-" {
 				t.Errorf("empty overall row %q", line)
 			}
 		}
@@ -297,7 +297,7 @@ func TestTextTable(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"window 0.0s-10.0s (10.0 s)",
-		"class  reqs  done  shed%  errs  slo%  goodput/s  done/s  out tok/s  ttft p50  ttft p90  ttft p99  tpot p50  tpot p99  e2e p50  e2e p99  hit%",
+		"class  reqs  done  shed%  errs  slo%  goodput/s  done/s  out tok/s  ttft p50  ttft p90  ttft p99  tpot p50  tpot p99  e2e p50  e2e p99  hit%  queued p99",
 		"all: rejected-saturated=2 (18.2%), unknown=1 (9.1%)",
 		"batch: rejected-saturated=1 (25.0%), unknown=1 (25.0%)",
 		"max/min requests per replica: 1.50",
@@ -309,7 +309,7 @@ func TestTextTable(t *testing.T) {
 	// Rows in a stable order: overall, then classes by name.
 	var order []string
 	for _, line := range strings.Split(out, "\n") {
-		if fields := strings.Fields(line); len(fields) == 17 {
+		if fields := strings.Fields(line); len(fields) == 18 {
 			order = append(order, fields[0])
 		}
 	}

@@ -18,5 +18,5 @@
 // mixed-slo at 60 req/s on 6x8b-h100,2x8b-a100, eight forecasts of about 25 µs per decision
 // (BenchmarkClairvoyantMixedSLO).
 //
-// Allowed imports (checked by imports_test.go): pool, requestcontrol, scheduler, windtunnel/report, windtunnel/sim, windtunnel/workload, k8s.io/utils/clock.
+// Allowed imports (checked by imports_test.go): flowcontrol, pool, requestcontrol, scheduler, windtunnel/report, windtunnel/sim, windtunnel/workload, k8s.io/utils/clock.
 package virtual

@@ -11,6 +11,7 @@ const (
 	evArrival eventKind = iota
 	evStepEnd
 	evScrape
+	evTimer
 )
 
 type event struct {
@@ -18,6 +19,28 @@ type event struct {
 	seq     uint64 // ties broken by insertion order, so runs are deterministic
 	kind    eventKind
 	replica int
+	timer   *vtimer // evTimer's
+}
+
+// vtimer is a flow-control timer on the virtual clock.
+type vtimer struct {
+	f       func()
+	stopped bool
+}
+
+// timers gives flow control the run's clock: its timers are events.
+type timers struct{ r *run }
+
+func (t timers) Now() time.Time { return t.r.clk.now }
+
+func (t timers) AfterFunc(d time.Duration, f func()) func() bool {
+	vt := &vtimer{f: f}
+	t.r.q.push(event{at: t.r.clk.now.Add(d), kind: evTimer, timer: vt})
+	return func() bool {
+		was := !vt.stopped
+		vt.stopped = true
+		return was
+	}
 }
 
 // events is a min-heap of events by time.

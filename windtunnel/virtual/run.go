@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/augur-llm/augur/flowcontrol"
 	"github.com/augur-llm/augur/pool"
 	"github.com/augur-llm/augur/requestcontrol"
 	"github.com/augur-llm/augur/scheduler"
@@ -60,6 +61,12 @@ type Config struct {
 	Start time.Time
 	// Slowdowns slow replicas from virtual instants on.
 	Slowdowns []Slowdown
+	// FlowControl, when set, admits every request through flow control on the run's clock,
+	// as the picker does with a flowControl section.
+	FlowControl *flowcontrol.Config
+	// OnEvent, when set, is called after every event with the run's flow control (nil
+	// without one) and the replicas: tests check invariants there.
+	OnEvent func(now time.Time, fc *flowcontrol.Controller, replicas []*sim.Replica)
 }
 
 // ParsePool reads a pool description, "COUNTxPROFILE,..." (e.g. "6x8b-h100,2x8b-a100"), into
@@ -103,6 +110,9 @@ type Result struct {
 	Elapsed  time.Duration // virtual time from the start to the last completion
 	Replicas []ReplicaResult
 	Events   int
+	// MeanWaiting is the requests waiting in the replicas' own queues, per replica, averaged
+	// over every scrape of the run.
+	MeanWaiting float64
 }
 
 // Epoch is where virtual time starts by default; fixed so that runs repeat exactly.
@@ -122,6 +132,8 @@ type record struct {
 	sloTPOT  time.Duration
 	prompt   int
 	status   int
+	reason   string // the dropped-reason of a refusal
+	queued   time.Duration
 	stream   bool
 	finished bool
 }
@@ -145,6 +157,12 @@ type run struct {
 	events   int
 	emitFn   func(sim.Token)
 	slow     []Slowdown // not applied yet, by instant
+	fc       *flowcontrol.Controller
+	held     int  // requests in flow control
+	wake     bool // flow control is to be woken after the event
+	// waitingSum and scrapes average the replicas' waiting queues over the scrapes.
+	waitingSum float64
+	scrapes    int
 }
 
 // Run drives the workload from next through the scheduler into the replicas until every
@@ -195,6 +213,11 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		}
 		pred = cfg.PredictorFor(r.clk)
 	}
+	if cfg.FlowControl != nil {
+		if cfg.Profile, err = flowcontrol.WithRoom(cfg.Profile, *cfg.FlowControl); err != nil {
+			return Result{}, fmt.Errorf("virtual: %w", err)
+		}
+	}
 	prof, err := scheduler.DefaultRegistry().Build(cfg.Profile, scheduler.Handle{Seed: cfg.Seed, Pool: r.pool, Clock: r.clk, Predictor: pred}, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("virtual: %w", err)
@@ -208,7 +231,14 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		// A predictor built for the run learns from its completions as the picker's does.
 		observers = append(slices.Clip(observers), ob)
 	}
-	r.director = requestcontrol.New(requestcontrol.Config{Pool: r.pool, Scheduler: sched, Clock: r.clk, Observers: observers})
+	dc := requestcontrol.Config{Pool: r.pool, Scheduler: sched, Clock: r.clk, Observers: observers}
+	if cfg.FlowControl != nil {
+		if r.fc, err = flowcontrol.New(*cfg.FlowControl, flowcontrol.Options{Pool: r.pool, Clock: timers{r}}); err != nil {
+			return Result{}, fmt.Errorf("virtual: %w", err)
+		}
+		dc.Admitter = deferredWake{r}
+	}
+	r.director = requestcontrol.New(dc)
 	r.emitFn = r.onToken
 
 	// Every replica is scraped once before traffic starts, then on its own phase.
@@ -219,6 +249,9 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	}
 	r.pull()
 
+	// A request's context is never cancelled in virtual time: cancellation would fire on a
+	// goroutine of its own, outside the event loop. An aborted run stops in the loop.
+	reqCtx := context.WithoutCancel(ctx)
 	lastReport := time.Duration(0)
 	for r.q.h.Len() > 0 {
 		e := r.q.pop()
@@ -229,17 +262,34 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 		}
 		switch e.kind {
 		case evArrival:
-			r.arrive(ctx)
+			r.arrive(reqCtx)
 			r.pull()
 		case evStepEnd:
 			r.stepping[e.replica] = false
 			r.replicas[e.replica].Finish(r.clk.now, r.emitFn)
 			r.startStep(e.replica)
+		case evTimer:
+			if !e.timer.stopped {
+				e.timer.stopped = true
+				e.timer.f()
+			}
 		case evScrape:
 			r.scrape(e.replica)
-			if r.hasNext || r.open > 0 {
+			r.waitingSum += float64(r.replicas[e.replica].Snapshot().Waiting)
+			r.scrapes++
+			r.wake = r.fc != nil
+			if r.hasNext || r.open > 0 || r.held > 0 {
 				r.q.push(event{at: e.at.Add(cfg.ScrapeInterval), kind: evScrape, replica: e.replica})
 			}
+		}
+		if r.wake {
+			// After the event, not inside it: a wake that dispatches submits to replicas,
+			// which must not happen while one of them is emitting its step's tokens.
+			r.wake = false
+			r.fc.Wake()
+		}
+		if cfg.OnEvent != nil {
+			cfg.OnEvent(r.clk.now, r.fc, r.replicas)
 		}
 		if cfg.Progress != nil {
 			if el := r.clk.now.Sub(r.epoch); el-lastReport >= time.Second {
@@ -271,11 +321,17 @@ func (r *run) arrive(ctx context.Context) {
 		SLO: scheduler.SLO{TTFT: w.SLOTTFT, TPOT: w.SLOTPOT}, Objective: w.Objective, FairnessID: w.FairnessID, SessionID: w.SessionID,
 	}
 	rec.prompt = req.PromptTokens
+	r.held++
 	r.director.Start(ctx, req, nil, now, func(f *requestcontrol.Flight, err error) {
+		// Flow control may resume the request later, on another event.
+		now := r.clk.now
+		r.held--
+		rec := &r.recs[tag]
+		rec.queued = now.Sub(rec.arrived)
 		if err != nil {
 			rec.status, rec.finished = 503, true
 			if rej, ok := scheduler.RejectionOf(err); ok {
-				rec.status = rej.Status
+				rec.status, rec.reason = rej.Status, rej.Reason
 			}
 			r.done++
 			return
@@ -349,7 +405,7 @@ func (r *run) result() Result {
 	for _, rec := range r.recs {
 		o := report.Outcome{
 			Class: rec.class, Stage: rec.stage, SLOTTFT: rec.sloTTFT, SLOTPOT: rec.sloTPOT,
-			Start: rec.arrived.Sub(r.epoch), Status: rec.status,
+			Start: rec.arrived.Sub(r.epoch), Status: rec.status, ShedReason: rec.reason, Queued: rec.queued,
 			PromptTokens: rec.prompt, CachedTokens: rec.cached, OutputTokens: rec.out,
 		}
 		if rec.replica >= 0 {
@@ -371,8 +427,25 @@ func (r *run) result() Result {
 	if !last.IsZero() {
 		res.Elapsed = last.Sub(r.epoch)
 	}
+	if r.scrapes > 0 {
+		res.MeanWaiting = r.waitingSum / float64(r.scrapes)
+	}
 	for i, rep := range r.replicas {
 		res.Replicas = append(res.Replicas, ReplicaResult{Name: r.cfg.Replicas[i].Name, Profile: rep.Config().Profile.Name, Snapshot: rep.Snapshot()})
 	}
 	return res
+}
+
+// deferredWake is the run's flow control as the lifecycle sees it: the wakes of first tokens
+// and completions are held until the event that caused them is over.
+type deferredWake struct{ r *run }
+
+func (d deferredWake) Admit(ctx context.Context, req *scheduler.Request, resume func(error)) {
+	d.r.fc.Admit(ctx, req, resume)
+}
+
+func (d deferredWake) Wake() { d.r.wake = true }
+
+func (d deferredWake) Defer(ctx context.Context, req *scheduler.Request, resume func(error)) bool {
+	return d.r.fc.Defer(ctx, req, resume)
 }
