@@ -49,7 +49,9 @@ type Config struct {
 	// TTL is how long a request may wait; default DefaultTTL.
 	TTL metav1.Duration `json:"ttl,omitzero"`
 	// RefuseLate refuses a request at the head of its queue whose TTFT objective has
-	// already passed while it waited: it would miss anyway, so no GPU time goes to it.
+	// already passed while it waited, or that the scheduler predicts (mean models, on the
+	// best replica) to miss it even if dispatched now: it would miss anyway, so no GPU time
+	// goes to it (429, ReasonLate).
 	RefuseLate bool `json:"refuseLate,omitempty"`
 	// Saturation says when the pool is saturated.
 	Saturation Saturation `json:"saturation,omitzero"`

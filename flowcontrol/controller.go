@@ -205,13 +205,35 @@ func (c *Controller) watch(it *item) {
 // saturation). It goes back to the head of its flow and dispatch waits for the next event
 // that can make room; a sheddable request is refused instead. A request is not taken back
 // while a replica is idle (nothing would serve it sooner) or once its TTFT objective has
-// passed (waiting cannot help it).
-func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, resume func(error)) bool {
+// passed (waiting cannot help it). With RefuseLate, a request whose TTFT objective passed,
+// or that the decision predicted (mean models, on its best target) to reach its first token
+// after the objective even now, at the head of the queue, is refused: waiting would not
+// make it sooner, as a replica's queue drains no faster than its deadline nears.
+func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, res scheduler.Result, resume func(error)) bool {
 	c.mu.Lock()
 	it := c.current
 	now := c.clk.Now()
-	if it == nil || it.req != req || c.cfg.Mode == ModeTicker || c.idleReplica() ||
-		(!it.deadline.IsZero() && !now.Before(it.deadline)) {
+	if it == nil || it.req != req || c.cfg.Mode == ModeTicker {
+		c.mu.Unlock()
+		return false
+	}
+	if c.cfg.RefuseLate && !it.deadline.IsZero() {
+		best, predicted := lowestTTFT(res)
+		if passed := !now.Before(it.deadline); passed || (predicted && now.Add(best).After(it.deadline)) {
+			c.current = nil
+			it.deferred = true // reported here, not by the dispatch that called
+			c.mu.Unlock()
+			c.report(it, OutcomeLate, now)
+			if passed {
+				resume(scheduler.Reject(429, ReasonLate, "waited %v in the queue, past its TTFT objective of %v", now.Sub(it.arrived), req.SLO.TTFT))
+			} else {
+				resume(scheduler.Reject(429, ReasonLate, "predicted to miss its TTFT objective of %v: %v at best, %v after waiting %v",
+					req.SLO.TTFT, best.Round(time.Millisecond), it.deadline.Sub(now).Round(time.Millisecond), now.Sub(it.arrived)))
+			}
+			return true
+		}
+	}
+	if c.idleReplica() || (!it.deadline.IsZero() && !now.Before(it.deadline)) {
 		c.mu.Unlock()
 		return false
 	}
@@ -238,6 +260,21 @@ func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, resume f
 	c.watch(it)
 	c.mu.Unlock()
 	return true
+}
+
+// lowestTTFT is the lowest mean TTFT the decision predicted among its targets, if any.
+func lowestTTFT(res scheduler.Result) (time.Duration, bool) {
+	best, ok := math.Inf(1), false
+	for i := range res.Targets {
+		if v, has := res.Targets[i].Value(scheduler.ValuePredictedTTFT); has && v < best {
+			best, ok = v, true
+		}
+	}
+	if !ok {
+		return 0, false
+	}
+	// A day bounds any prediction worth a duration (an infinite one does not convert).
+	return time.Duration(min(best, 24*60*60*1000) * float64(time.Millisecond)), true
 }
 
 // idleReplica reports whether a replica with fresh metrics serves nothing (under c.mu).
@@ -502,4 +539,5 @@ func (c *Controller) Stats() Stats {
 var (
 	_ requestcontrol.Admitter = (*Controller)(nil)
 	_ requestcontrol.Waker    = (*Controller)(nil)
+	_ requestcontrol.Deferrer = (*Controller)(nil)
 )

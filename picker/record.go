@@ -8,11 +8,22 @@ import (
 	"github.com/augur-llm/augur/store"
 )
 
-// Recording returns the observer that hands every completion to rec as its sample. The
-// wind tunnel uses it too, so virtual-time samples are recorded exactly as production's.
-func Recording(rec *store.Recorder) requestcontrol.Observer {
-	return requestcontrol.ObserverFunc(func(c requestcontrol.Completion) { rec.Add(SampleOf(c)) })
+// Recording returns the observer that hands every request to rec as its sample: each
+// completion and each refusal. The wind tunnel uses it too, so virtual-time samples are
+// recorded exactly as production's.
+func Recording(rec *store.Recorder) requestcontrol.RefusalObserver {
+	return SampleFunc(rec.Add)
 }
+
+// SampleFunc is a refusal observer that turns every completion and refusal into its sample
+// and hands it to the function.
+type SampleFunc func(store.Sample)
+
+// Observe implements requestcontrol.Observer.
+func (f SampleFunc) Observe(c requestcontrol.Completion) { f(SampleOf(c)) }
+
+// Refused implements requestcontrol.RefusalObserver.
+func (f SampleFunc) Refused(r requestcontrol.Refusal) { f(SampleOfRefusal(r)) }
 
 // SampleOf turns a finished request into its training sample: the primary's features as the
 // decision saw them, the prediction used, and what was observed.
@@ -27,6 +38,10 @@ func SampleOf(c requestcontrol.Completion) store.Sample {
 		DecisionUs: float64(c.DecisionLatency()) / float64(time.Microsecond), E2EMs: ms(c.E2E),
 		OutputTokens: c.OutputTokens, Outcome: string(c.Outcome), Status: c.Status,
 	}
+	if !c.Admitted.IsZero() {
+		q := ms(c.Admitted.Sub(c.Received))
+		s.QueuedMs = &q
+	}
 	if c.ModelVersion != "" {
 		v := c.ModelVersion
 		s.ModelVersion = &v
@@ -35,6 +50,31 @@ func SampleOf(c requestcontrol.Completion) store.Sample {
 		p, k := c.Usage.PromptTokens, c.Usage.CachedTokens
 		s.PromptTokensReported, s.CachedTokensReported = &p, &k
 	}
+	return s
+}
+
+// Request features a refused request's sample keeps: what it asked for, with no replica.
+var (
+	idxInputTokens = models.Index("input_tokens")
+	idxMaxTokens   = models.Index("max_tokens")
+)
+
+// SampleOfRefusal turns a request refused before dispatch into its sample: no replica, the
+// request's own features (its size), its objectives, how long it waited and why it was
+// refused.
+func SampleOfRefusal(r requestcontrol.Refusal) store.Sample {
+	s := store.Sample{
+		Time: r.Refused, RequestID: r.ID, Model: r.Model, Objective: r.Objective, FairnessID: r.FairnessID, Stream: r.Stream,
+		Refused: true, Reason: r.Reason, SchemaVersion: models.SchemaVersion,
+		SLOTTFTMs: optionalMs(r.SLO.TTFT), SLOTPOTMs: optionalMs(r.SLO.TPOT),
+		Outcome: string(r.Outcome), Status: r.Status,
+	}
+	s.Features.Set(idxInputTokens, float64(r.PromptTokens))
+	if r.MaxTokens > 0 {
+		s.Features.Set(idxMaxTokens, float64(r.MaxTokens))
+	}
+	q := max(0, ms(r.Refused.Sub(r.Received)))
+	s.QueuedMs = &q
 	return s
 }
 

@@ -2,6 +2,7 @@ package requestcontrol
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -31,17 +32,39 @@ type Waker interface {
 
 // Deferrer is an Admitter that takes back a request the scheduler predicted no replica would
 // serve within its objectives (scheduler.Result.Infeasible), rather than have it dispatched
-// where it would miss them and slow the streams already there. Defer reports whether it took
-// the request back: it then resumes it later exactly as Admit does, and nothing of the
-// decision was recorded.
+// where it would miss them and slow the streams already there; res is that decision, with
+// its predictions. Defer reports whether it took the request back: it then resumes it later
+// exactly as Admit does (or refuses it), and nothing of the decision was recorded.
 type Deferrer interface {
-	Defer(ctx context.Context, req *scheduler.Request, resume func(error)) bool
+	Defer(ctx context.Context, req *scheduler.Request, res scheduler.Result, resume func(error)) bool
 }
 
 // Observer receives every dispatched request once it ended. It runs on the caller of End, on
 // the request path: it must not block (hand the completion to a buffer).
 type Observer interface {
 	Observe(c Completion)
+}
+
+// RefusalObserver is an Observer that also hears of every request never dispatched, so that
+// each request is accounted for once: as a Completion or as a Refusal. Like Observe, Refused
+// runs on the request path and must not block.
+type RefusalObserver interface {
+	Observer
+	Refused(r Refusal)
+}
+
+// Refusal is a request that was never dispatched: admission or the scheduler refused it, or
+// its client left while it waited.
+type Refusal struct {
+	scheduler.Request
+	Received time.Time // the request arrived
+	Refused  time.Time // it was refused, or its client was found gone
+	// Outcome is rejected, no_endpoints, cancelled (the client left) or internal_error.
+	Outcome Outcome
+	// Status is the HTTP status the request is answered with (0 when the client left);
+	// Reason its x-llm-d-request-dropped-reason, if any.
+	Status int
+	Reason string
 }
 
 // ObserverFunc adapts a function to Observer.
@@ -74,7 +97,8 @@ const DefaultProbeTimeout = time.Second
 
 // Director runs requests through their lifecycle. It is safe for concurrent use.
 type Director struct {
-	cfg Config
+	cfg      Config
+	refusals []RefusalObserver
 	// probes shares one probe among the requests of a replica cut at the same time (a crash
 	// cuts all of them), so a crash costs one scrape, not one per request.
 	probes singleflight.Group
@@ -88,7 +112,13 @@ func New(cfg Config) *Director {
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
-	return &Director{cfg: cfg}
+	d := &Director{cfg: cfg}
+	for _, o := range cfg.Observers {
+		if r, ok := o.(RefusalObserver); ok {
+			d.refusals = append(d.refusals, r)
+		}
+	}
+	return d
 }
 
 // Start admits req and then schedules it, calling done exactly once: with the flight,
@@ -102,16 +132,18 @@ func (d *Director) Start(ctx context.Context, req scheduler.Request, subset []st
 	var admitted func(err error)
 	admitted = func(err error) {
 		if err != nil {
+			d.refuse(ctx, f, err)
 			done(nil, err)
 			return
 		}
 		f.Admitted = d.cfg.Clock.Now()
 		res, err := d.cfg.Scheduler.Schedule(ctx, &f.Req, subset)
 		if err != nil {
+			d.refuse(ctx, f, err)
 			done(nil, err)
 			return
 		}
-		if deferrer != nil && res.Infeasible() && deferrer.Defer(ctx, &f.Req, admitted) {
+		if deferrer != nil && res.Infeasible() && deferrer.Defer(ctx, &f.Req, res, admitted) {
 			return
 		}
 		f.dispatch(ctx, res)
@@ -122,6 +154,25 @@ func (d *Director) Start(ctx context.Context, req scheduler.Request, subset []st
 		return
 	}
 	d.cfg.Admitter.Admit(ctx, &f.Req, admitted)
+}
+
+// refuse tells the refusal observers that f's request will not be dispatched, for err.
+func (d *Director) refuse(ctx context.Context, f *Flight, err error) {
+	if len(d.refusals) == 0 {
+		return
+	}
+	r := Refusal{Request: f.Req, Received: f.Received, Refused: d.cfg.Clock.Now(), Outcome: OutcomeInternal, Status: 500}
+	if rej, ok := scheduler.RejectionOf(err); ok {
+		r.Outcome, r.Status, r.Reason = OutcomeRejected, rej.Status, rej.Reason
+		if errors.Is(err, scheduler.ErrNoEndpoints) {
+			r.Outcome = OutcomeNoEndpoints
+		}
+	} else if ctx.Err() != nil {
+		r.Outcome, r.Status = OutcomeCancelled, 0
+	}
+	for _, o := range d.refusals {
+		o.Refused(r)
+	}
 }
 
 // Flight is one dispatched request. Its methods may be called from several goroutines (a

@@ -42,15 +42,23 @@ func (a *holdingAdmitter) resumeAll(err error) {
 }
 
 type fixture struct {
-	clk  *clocktesting.FakeClock
-	pool *pool.Pool
-	dir  *Director
-	seen chan Completion
+	clk     *clocktesting.FakeClock
+	pool    *pool.Pool
+	dir     *Director
+	seen    chan Completion
+	refused chan Refusal
 }
+
+// both observes completions and refusals.
+type both struct{ fx *fixture }
+
+func (b both) Observe(c Completion) { b.fx.seen <- c }
+func (b both) Refused(r Refusal)    { b.fx.refused <- r }
 
 func newFixture(t *testing.T, n int, edit func(*Config)) *fixture {
 	t.Helper()
-	f := &fixture{clk: clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), seen: make(chan Completion, 16)}
+	f := &fixture{clk: clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), seen: make(chan Completion, 16),
+		refused: make(chan Refusal, 16)}
 	f.pool = pool.New(f.clk, 0)
 	var eps []pool.Endpoint
 	for i := range n {
@@ -70,7 +78,7 @@ func newFixture(t *testing.T, n int, edit func(*Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Pool: f.pool, Scheduler: sched, Clock: f.clk, Observers: []Observer{ObserverFunc(func(c Completion) { f.seen <- c })}}
+	cfg := Config{Pool: f.pool, Scheduler: sched, Clock: f.clk, Observers: []Observer{both{f}}}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -143,6 +151,7 @@ func TestHeldRequestIsScheduledWhenResumed(t *testing.T) {
 		t.Errorf("%d in flight after resume, want 1", n)
 	}
 	nothing(t, got, "second decision")
+	nothing(t, fx.refused, "refusal of a dispatched request")
 }
 
 // TestHeldRequestRefused: a rejection from the admitter reaches done as a Rejection with
@@ -159,6 +168,27 @@ func TestHeldRequestRefused(t *testing.T) {
 	}
 	if n := inFlight(fx.pool); n != 0 {
 		t.Errorf("%d in flight after a refusal", n)
+	}
+	nothing(t, fx.seen, "completion of a refused request")
+	r := receive(t, fx.refused, "refusal observed")
+	if r.ID != "a" || r.Outcome != OutcomeRejected || r.Status != 429 || r.Reason != "rejected-queue-full" || !r.Refused.Equal(fx.clk.Now()) {
+		t.Errorf("refusal %+v: want a, rejected, 429, rejected-queue-full, now", r)
+	}
+	nothing(t, fx.refused, "second refusal")
+}
+
+// TestNoEndpointsRefusal: a request no replica may serve is observed as refused with the
+// scheduler's status, not as a completion.
+func TestNoEndpointsRefusal(t *testing.T) {
+	fx := newFixture(t, 2, nil)
+	out := make(chan started, 2)
+	fx.dir.Start(context.Background(), scheduler.Request{ID: "b", Model: "m", PromptTokens: 10}, []string{"10.9.9.9:1"}, fx.clk.Now(),
+		func(f *Flight, err error) { out <- started{f, err} })
+	if s := receive(t, out, "refusal"); !errors.Is(s.err, scheduler.ErrNoEndpoints) {
+		t.Fatalf("err %v, want no endpoints", s.err)
+	}
+	if r := receive(t, fx.refused, "refusal observed"); r.ID != "b" || r.Outcome != OutcomeNoEndpoints || r.Status != 503 {
+		t.Errorf("refusal %+v: want b, no_endpoints, 503", r)
 	}
 	nothing(t, fx.seen, "completion of a refused request")
 }
@@ -180,6 +210,10 @@ func TestCancelWhileHeld(t *testing.T) {
 	if n := inFlight(fx.pool); n != 0 {
 		t.Errorf("%d in flight after cancel while held", n)
 	}
+	if r := receive(t, fx.refused, "refusal observed"); r.ID != "a" || r.Outcome != OutcomeCancelled || r.Status != 0 {
+		t.Errorf("refusal %+v: want a, cancelled, status 0", r)
+	}
+	nothing(t, fx.refused, "second refusal")
 }
 
 // TestEndOnce: the first End releases the replica and reaches the observers with the

@@ -16,9 +16,10 @@ import (
 	"github.com/augur-llm/augur/models"
 )
 
-// Sample is one routed request as recorded: the chosen replica's features at decision time,
-// the prediction used, the objectives, and what was observed. Optional values are pointers
-// (NULL in the table).
+// Sample is one request as recorded: for a dispatched request the chosen replica's features
+// at decision time, the prediction used, the objectives, and what was observed; for one
+// refused before dispatch (Refused) its own features, its objectives and why. Optional values
+// are pointers (NULL in the table).
 type Sample struct {
 	Time           time.Time
 	RequestID      string
@@ -32,6 +33,14 @@ type Sample struct {
 	// ServedByFallback: the primary could not be reached and a fallback served; the
 	// features are the primary's as the decision saw them.
 	ServedByFallback bool
+	// Refused: the request was never dispatched (flow control or the scheduler refused it, or
+	// its client left while it waited); Replica is empty and Reason says why, when the
+	// refusal had an x-llm-d-request-dropped-reason.
+	Refused bool
+	Reason  string
+	// QueuedMs is the time the request waited for admission (flow control), until dispatch
+	// or refusal.
+	QueuedMs *float64
 
 	// SchemaVersion is the feature schema Features follow (models.SchemaVersion when
 	// written by this build).
@@ -74,14 +83,17 @@ func (s *Sample) Validate() error {
 	if s.Time.IsZero() {
 		return bad("time", s.Time)
 	}
-	if s.RequestID == "" || s.Replica == "" || s.Outcome == "" {
-		return fmt.Errorf("%w: request id, replica and outcome are required", ErrInvalid)
+	if s.RequestID == "" || s.Outcome == "" {
+		return fmt.Errorf("%w: request id and outcome are required", ErrInvalid)
+	}
+	if s.Replica == "" && !s.Refused {
+		return fmt.Errorf("%w: a dispatched request's sample names its replica", ErrInvalid)
 	}
 	// Text comes from clients (model, headers): Postgres refuses NUL and invalid UTF-8, and
 	// one refused row would otherwise fail its whole batch.
 	for _, f := range []struct{ name, v string }{
 		{"request_id", s.RequestID}, {"model", s.Model}, {"objective", s.Objective}, {"fairness_id", s.FairnessID},
-		{"replica", s.Replica}, {"replica_address", s.ReplicaAddress}, {"replica_class", s.ReplicaClass}, {"outcome", s.Outcome},
+		{"replica", s.Replica}, {"replica_address", s.ReplicaAddress}, {"replica_class", s.ReplicaClass}, {"outcome", s.Outcome}, {"reason", s.Reason},
 	} {
 		if len(f.v) > maxText || !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
 			return fmt.Errorf("%w: %s is not valid UTF-8 text of at most %d bytes", ErrInvalid, f.name, maxText)
@@ -105,7 +117,7 @@ func (s *Sample) Validate() error {
 		name string
 		v    *float64
 	}{
-		{"ttft_ms", s.TTFTMs}, {"tpot_ms", s.TPOTMs}, {"slo_ttft_ms", s.SLOTTFTMs}, {"slo_tpot_ms", s.SLOTPOTMs},
+		{"ttft_ms", s.TTFTMs}, {"tpot_ms", s.TPOTMs}, {"queued_ms", s.QueuedMs}, {"slo_ttft_ms", s.SLOTTFTMs}, {"slo_tpot_ms", s.SLOTPOTMs},
 		{"predicted_ttft_ms", s.PredictedTTFTMs}, {"predicted_tpot_ms", s.PredictedTPOTMs},
 		{"predicted_ttft_upper_ms", s.PredictedTTFTUpperMs}, {"predicted_tpot_upper_ms", s.PredictedTPOTUpperMs},
 	} {
@@ -152,7 +164,7 @@ var (
 	tailColumns = []string{"slo_ttft_ms", "slo_tpot_ms", "predicted_ttft_ms", "predicted_tpot_ms",
 		"predicted_ttft_upper_ms", "predicted_tpot_upper_ms",
 		"model_version", "decision_us", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens_reported", "cached_tokens_reported",
-		"output_tokens", "outcome", "status"}
+		"output_tokens", "outcome", "status", "refused", "reason", "queued_ms"}
 )
 
 // SampleColumns is the column order of writes and reads: identity, the features in schema
@@ -179,7 +191,7 @@ func (s *Sample) values() []any {
 	}
 	return append(out, s.SLOTTFTMs, s.SLOTPOTMs, s.PredictedTTFTMs, s.PredictedTPOTMs, s.PredictedTTFTUpperMs, s.PredictedTPOTUpperMs,
 		s.ModelVersion, s.DecisionUs, s.TTFTMs, s.TPOTMs, s.E2EMs, s.PromptTokensReported, s.CachedTokensReported,
-		s.OutputTokens, s.Outcome, s.Status)
+		s.OutputTokens, s.Outcome, s.Status, s.Refused, s.Reason, s.QueuedMs)
 }
 
 // scan reads one row of SampleColumns.
@@ -192,7 +204,7 @@ func (s *Sample) scan(row pgx.Row) error {
 	}
 	targets = append(targets, &s.SLOTTFTMs, &s.SLOTPOTMs, &s.PredictedTTFTMs, &s.PredictedTPOTMs, &s.PredictedTTFTUpperMs, &s.PredictedTPOTUpperMs,
 		&s.ModelVersion, &s.DecisionUs, &s.TTFTMs, &s.TPOTMs, &s.E2EMs, &s.PromptTokensReported, &s.CachedTokensReported,
-		&s.OutputTokens, &s.Outcome, &s.Status)
+		&s.OutputTokens, &s.Outcome, &s.Status, &s.Refused, &s.Reason, &s.QueuedMs)
 	if err := row.Scan(targets...); err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func fullSample(i int, at time.Time) store.Sample {
 		PredictedTTFTUpperMs: ptr(290.5), PredictedTPOTUpperMs: ptr(40.75),
 		ModelVersion: ptr("ttft-2026-11-25T00:00:00Z"), DecisionUs: 18.75, TTFTMs: ptr(230.125), TPOTMs: ptr(29.5),
 		E2EMs: 29700.5, PromptTokensReported: ptr(7200), CachedTokensReported: ptr(6000), OutputTokens: 1000,
-		Outcome: "ok", Status: 200,
+		Outcome: "ok", Status: 200, QueuedMs: ptr(12.5),
 	}
 }
 
@@ -72,7 +72,7 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 		t.Fatalf("second migration: %v", err)
 	}
 	var applied int
-	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 4 {
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM augur_schema_migrations").Scan(&applied); err != nil || applied != 5 {
 		t.Fatalf("schema_migrations rows %d (%v)", applied, err)
 	}
 	at := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)
@@ -85,9 +85,20 @@ func TestMigrationsAndRoundTrip(t *testing.T) {
 	for _, name := range []string{"prefix_match", "num_gpu_blocks", "block_size", "max_tokens", "last_token_age_ms"} { // NULL by the schema's rule
 		sparse.Features.Clear(models.Index(name))
 	}
-	in = append(in, sparse)
+	// A request refused before dispatch: no replica, only its own features, its reason.
+	refused := store.Sample{Time: at.Add(3 * time.Second), RequestID: "refused-1", Model: "m", Objective: "batch", Stream: true,
+		Refused: true, Reason: "rejected-saturated", QueuedMs: ptr(0.0), SchemaVersion: models.SchemaVersion,
+		SLOTTFTMs: ptr(500.0), Outcome: "rejected", Status: 429}
+	refused.Features.Set(models.Index("input_tokens"), 900)
+	in = append(in, sparse, refused)
 	if err := store.WriteSamples(ctx, db, in); err != nil {
 		t.Fatal(err)
+	}
+	// The table itself refuses a dispatched request's row without its replica's features.
+	bad := fullSample(4, at)
+	bad.Features.Clear(models.Index("kv_cache_usage"))
+	if err := store.WriteSamples(ctx, db, []store.Sample{bad}); err == nil {
+		t.Error("a dispatched sample without kv_cache_usage was written")
 	}
 	out, err := store.ReadSamples(ctx, db, at, at.Add(time.Hour))
 	if err != nil {

@@ -32,9 +32,9 @@ func (r *Row) Label(t models.Target) float64 {
 // a first token the picker saw (a streamed response; the outcome does not matter, the time
 // was measured); a TPOT label a streamed response that completed (a cut stream's pace is not
 // the replica's). A sample whose request a fallback served is dropped: its features are the
-// primary's.
+// primary's, and one refused before dispatch has no replica to learn of.
 func RowOf(s *store.Sample) (Row, bool) {
-	if s.ServedByFallback || s.SchemaVersion != models.SchemaVersion {
+	if s.Refused || s.ServedByFallback || s.SchemaVersion != models.SchemaVersion {
 		return Row{}, false
 	}
 	r := Row{At: s.Time, Features: s.Features, Class: s.ReplicaClass}

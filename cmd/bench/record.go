@@ -36,9 +36,9 @@ func openSink(ctx context.Context, o options) (*sink, error) {
 		w := store.NewCSVWriter(f)
 		var n int64
 		var werr error
-		return &sink{where: o.recordFile, observer: requestcontrol.ObserverFunc(func(c requestcontrol.Completion) {
+		return &sink{where: o.recordFile, observer: picker.SampleFunc(func(s store.Sample) {
 			if werr == nil {
-				if werr = w.Write(picker.SampleOf(c)); werr == nil {
+				if werr = w.Write(s); werr == nil {
 					n++
 				}
 			}

@@ -11,12 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/augur-llm/augur/flowcontrol"
+	"github.com/augur-llm/augur/local/pgserver"
 	"github.com/augur-llm/augur/picker"
+	"github.com/augur-llm/augur/store"
 	"github.com/augur-llm/augur/tokens"
 )
 
@@ -33,10 +36,12 @@ const (
 // saturated, so that a scrape delayed on a busy machine can only make a test wait longer, never
 // dispatch what it expects to be held. The pool's own staleness is generous for the same
 // reason: a request the test expects served must not find the only replica out of rotation.
-func startFlowStack(t *testing.T) (*Stack, *flowcontrol.Controller) {
+func startFlowStack(t *testing.T) (*Stack, *flowcontrol.Controller, *pgserver.Server) {
 	t.Helper()
+	pg := pgserver.StartForTest(t)
 	s, _ := startStack(t, Config{Replicas: 1, Picker: picker.Config{
-		StaleAfter: metav1.Duration{Duration: time.Minute},
+		DatabaseURL: pg.URL(),
+		StaleAfter:  metav1.Duration{Duration: time.Minute},
 		FlowControl: &flowcontrol.Config{
 			Objectives: map[string]flowcontrol.Objective{
 				"interactive": {Priority: 10},
@@ -51,7 +56,34 @@ func startFlowStack(t *testing.T) (*Stack, *flowcontrol.Controller) {
 	if fc == nil {
 		t.Fatal("the picker runs without flow control")
 	}
-	return s, fc
+	return s, fc, pg
+}
+
+// recorded waits until every buffered sample is written and returns the samples of ids, by
+// id, as Postgres holds them.
+func recorded(t *testing.T, s *Stack, pg *pgserver.Server, ids ...string) map[string]store.Sample {
+	t.Helper()
+	waitUntil(t, "every buffered sample written", func() bool { return s.Picker.Recorder.Stats().Buffered == 0 })
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := store.ReadSamples(ctx, db, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]store.Sample{}
+	for _, r := range rows {
+		out[r.RequestID] = r
+	}
+	for _, id := range ids {
+		if _, ok := out[id]; !ok {
+			t.Errorf("no sample of %s in %d rows", id, len(rows))
+		}
+	}
+	return out
 }
 
 // saturate starts a stream that leaves the only replica no room until release is called, and
@@ -209,7 +241,7 @@ func series(m map[string]float64, name string) map[string]float64 {
 // A sheddable request is served while the pool has room, refused with 429 and the reason
 // header while it is saturated, and served again once the saturation ends.
 func TestFlowControlShedsUnderSaturation(t *testing.T) {
-	s, fc := startFlowStack(t)
+	s, fc, pg := startFlowStack(t)
 	client := s.NewClient()
 	batch := option.WithHeader(headerObjective, "batch")
 
@@ -241,13 +273,26 @@ func TestFlowControlShedsUnderSaturation(t *testing.T) {
 		`augur_flow_requests_total{outcome="dispatched",priority="-1"}`: 2,
 		`augur_flow_requests_total{outcome="dispatched",priority="10"}`: 1, // the holding stream
 	})
+
+	// The shed request is a sample too: refused, with no replica, its reason and status.
+	rows := recorded(t, s, pg, "flow-batch-room", "flow-batch-shed", "flow-batch-again")
+	if r := rows["flow-batch-shed"]; !r.Refused || r.Replica != "" || r.Reason != flowcontrol.ReasonSaturated ||
+		r.Status != http.StatusTooManyRequests || r.Outcome != "rejected" || r.Objective != "batch" || r.QueuedMs == nil {
+		t.Errorf("the shed request's sample %+v: want refused, no replica, %q, 429, rejected, batch, a queueing time",
+			r, flowcontrol.ReasonSaturated)
+	}
+	for _, id := range []string{"flow-batch-room", "flow-batch-again"} {
+		if r := rows[id]; r.Refused || r.Replica == "" || r.Outcome != "ok" || r.QueuedMs == nil {
+			t.Errorf("served request %s's sample %+v: want dispatched, its replica, ok, a queueing time", id, r)
+		}
+	}
 }
 
 // A request whose client leaves while it waits in flow control leaves no trace: its flow is
 // gone from the band, the queue gauges drop, it is counted as cancelled, it never reaches the
 // replica, and the request queued behind it is served once the pool has room.
 func TestFlowControlCancelWhileQueued(t *testing.T) {
-	s, fc := startFlowStack(t)
+	s, fc, pg := startFlowStack(t)
 	client := s.NewClient()
 	release := saturate(t, s, fc, client)
 	band := func() flowcontrol.BandStats {
@@ -312,5 +357,10 @@ func TestFlowControlCancelWhileQueued(t *testing.T) {
 	}
 	if l := s.Picker.Pool.Replicas()[0].Load(); l.Counts.Dispatched != 2 || l.Counts.Finished != 2 {
 		t.Errorf("the replica's counts %+v: want 2 dispatched and finished (the holding stream and tenant-b's)", l.Counts)
+	}
+	// Its sample says the client left while it waited, and how long that was.
+	if r := recorded(t, s, pg, "flow-leaves", "flow-stays")["flow-leaves"]; !r.Refused || r.Replica != "" ||
+		r.Outcome != "cancelled" || r.Status != 0 || r.FairnessID != "tenant-a" || r.QueuedMs == nil || *r.QueuedMs <= 0 {
+		t.Errorf("the sample of the request whose client left: %+v; want refused, cancelled, status 0, tenant-a, its wait", r)
 	}
 }

@@ -446,6 +446,6 @@ func (d deferredWake) Admit(ctx context.Context, req *scheduler.Request, resume 
 
 func (d deferredWake) Wake() { d.r.wake = true }
 
-func (d deferredWake) Defer(ctx context.Context, req *scheduler.Request, resume func(error)) bool {
-	return d.r.fc.Defer(ctx, req, resume)
+func (d deferredWake) Defer(ctx context.Context, req *scheduler.Request, res scheduler.Result, resume func(error)) bool {
+	return d.r.fc.Defer(ctx, req, res, resume)
 }
