@@ -124,36 +124,33 @@ type resolved struct {
 	def                   Objective
 }
 
+// oneOf returns v, or def when v is empty: any value but def and alt is an error naming the
+// setting.
+func oneOf[T ~string](setting string, v, def, alt T) (T, error) {
+	switch v {
+	case "":
+		return def, nil
+	case def, alt:
+		return v, nil
+	}
+	return v, fmt.Errorf("flowcontrol: %s %q: want %s or %s", setting, v, def, alt)
+}
+
 func (c Config) resolve() (resolved, error) {
 	r := resolved{Config: c}
-	switch r.Mode {
-	case "":
-		r.Mode = ModeEvents
-	case ModeEvents, ModeTicker:
-	default:
-		return r, fmt.Errorf("flowcontrol: mode %q: want %s or %s", c.Mode, ModeEvents, ModeTicker)
+	var err error
+	if r.Mode, err = oneOf("mode", c.Mode, ModeEvents, ModeTicker); err != nil {
+		return r, err
 	}
-	switch r.Fairness {
-	case "":
-		r.Fairness = FairnessRoundRobin
-	case FairnessRoundRobin, FairnessWeighted:
-	default:
-		return r, fmt.Errorf("flowcontrol: fairness %q: want %s or %s", c.Fairness, FairnessRoundRobin, FairnessWeighted)
+	if r.Fairness, err = oneOf("fairness", c.Fairness, FairnessRoundRobin, FairnessWeighted); err != nil {
+		return r, err
 	}
-	switch r.Ordering {
-	case "":
-		r.Ordering = OrderFCFS
-	case OrderFCFS, OrderDeadline:
-	default:
-		return r, fmt.Errorf("flowcontrol: ordering %q: want %s or %s", c.Ordering, OrderFCFS, OrderDeadline)
+	if r.Ordering, err = oneOf("ordering", c.Ordering, OrderFCFS, OrderDeadline); err != nil {
+		return r, err
 	}
 	s := &r.Saturation
-	switch s.Stale {
-	case "":
-		s.Stale = StaleOwnCounts
-	case StaleOwnCounts, StaleSaturated:
-	default:
-		return r, fmt.Errorf("flowcontrol: saturation.stale %q: want %s or %s", s.Stale, StaleOwnCounts, StaleSaturated)
+	if s.Stale, err = oneOf("saturation.stale", s.Stale, StaleOwnCounts, StaleSaturated); err != nil {
+		return r, err
 	}
 	if s.QueuePerReplica < 0 || math.IsNaN(s.QueuePerReplica) || math.IsInf(s.QueuePerReplica, 0) {
 		return r, fmt.Errorf("flowcontrol: saturation.queuePerReplica %v: want a number >= 0", s.QueuePerReplica)

@@ -90,9 +90,14 @@ type Controller struct {
 	// current is the request being dispatched by the goroutine pumping, which the
 	// lifecycle may hand back (Defer); held says one was, and dispatch waits for the next
 	// event that can make room.
-	current  *item
-	held     bool
-	unknowns map[string]bool // objective names not configured, logged once each
+	current *item
+	held    bool
+	heldBy  *item // the request whose Defer set held
+	// wakes counts Wake calls; currentWakes is its value when current was taken, so a
+	// Defer knows whether room may have been made while the request was being scheduled.
+	wakes        uint64
+	currentWakes uint64
+	unknowns     map[string]bool // objective names not configured, logged once each
 }
 
 // New returns a controller.
@@ -221,7 +226,7 @@ func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, res sche
 		best, predicted := lowestTTFT(res)
 		if passed := !now.Before(it.deadline); passed || (predicted && now.Add(best).After(it.deadline)) {
 			c.current = nil
-			it.deferred = true // reported here, not by the dispatch that called
+			it.defers++ // reported here, not by the dispatch that called
 			c.mu.Unlock()
 			c.report(it, OutcomeLate, now)
 			if passed {
@@ -238,7 +243,7 @@ func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, res sche
 		return false
 	}
 	c.current = nil
-	it.deferred = true
+	it.defers++
 	it.resume = resume
 	if it.band.priority < 0 {
 		c.mu.Unlock()
@@ -256,7 +261,11 @@ func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, res sche
 	it.stopTTL, it.stopCtx = nil, nil
 	it.band.push(it)
 	c.opts.Metrics.queuedDelta(it.band, 1, it.bytes)
-	c.held = true
+	// A wake while it was being scheduled may have made room the decision did not see: it
+	// is tried again at once rather than waiting for the next event.
+	if c.wakes == c.currentWakes {
+		c.held, c.heldBy = true, it
+	}
 	c.watch(it)
 	c.mu.Unlock()
 	return true
@@ -294,7 +303,8 @@ func (c *Controller) idleReplica() bool {
 // once when another goroutine is dispatching (which then does it).
 func (c *Controller) Wake() {
 	c.mu.Lock()
-	c.held = false
+	c.held, c.heldBy = false, nil
+	c.wakes++
 	c.mu.Unlock()
 	c.pump()
 }
@@ -324,7 +334,7 @@ func (c *Controller) pump() {
 			continue
 		}
 		if o == OutcomeDispatched {
-			c.current = it
+			c.current, c.currentWakes = it, c.wakes
 		}
 		c.mu.Unlock()
 		// Dispatched one at a time, each scheduled (and counted on its replica) before the
@@ -402,8 +412,16 @@ func (c *Controller) drop(it *item, o Outcome, err error) {
 		return
 	}
 	c.take(it, false)
+	// The request holding dispatch left: the next may fit where it did not.
+	released := c.heldBy == it
+	if released {
+		c.held, c.heldBy = false, nil
+	}
 	c.mu.Unlock()
 	c.finish(it, o, err)
+	if released {
+		c.pump()
+	}
 }
 
 // finish resumes the request outside the lock and reports the outcome; a request taken
@@ -411,11 +429,11 @@ func (c *Controller) drop(it *item, o Outcome, err error) {
 func (c *Controller) finish(it *item, o Outcome, err error) {
 	now := c.clk.Now()
 	c.mu.Lock()
-	it.deferred = false
+	defers := it.defers
 	c.mu.Unlock()
 	it.resume(err)
 	c.mu.Lock()
-	deferred := it.deferred
+	deferred := it.defers != defers
 	c.mu.Unlock()
 	if !deferred {
 		c.report(it, o, now)

@@ -179,3 +179,154 @@ func TestRefuseLateDeadlinePassed(t *testing.T) {
 		t.Errorf("the request without an objective: %+v, %v; want dispatched in the room", r, done)
 	}
 }
+
+// infeasibleOn is a decision that finds the objectives missed on h's only replica.
+func infeasibleOn(h *harness) scheduler.Result {
+	c := scheduler.CandidateOf(h.pool.Replicas()[0])
+	c.SetValue(scheduler.ValuePredictedTTFT, 300)
+	c.SetValue(scheduler.ValueSLOViolation, 1)
+	return scheduler.Result{Targets: []scheduler.Candidate{c}}
+}
+
+// observed replaces h's controller with one that reports every outcome on the returned
+// channel.
+func observed(t *testing.T, h *harness) <-chan flowcontrol.Outcome {
+	t.Helper()
+	out := make(chan flowcontrol.Outcome, 8)
+	fc, err := flowcontrol.New(h.cfg, flowcontrol.Options{Pool: h.pool, Clock: h.clk,
+		Observe: func(_ *scheduler.Request, o flowcontrol.Outcome, _ time.Duration) { out <- o }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fc = fc
+	return out
+}
+
+// A client that leaves while its request is taken back (Defer) gets one outcome reported,
+// cancelled, not also the dispatch that was under way.
+func TestDeferThenCancelReportsOnce(t *testing.T) {
+	h := newHarness(t, 1, flowcontrol.Config{Objectives: classes})
+	busy(t, h)
+	outcomes := observed(t, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	req := &scheduler.Request{ID: "leaves", Model: "m", PromptTokens: 100, Objective: "standard", FairnessID: "t",
+		SLO: scheduler.SLO{TTFT: 500 * time.Millisecond}}
+	cancelled := make(chan error, 1)
+	first := true
+	h.fc.Admit(ctx, req, func(err error) {
+		if !first {
+			cancelled <- err
+			return
+		}
+		first = false
+		cancel() // the client leaves while the request is being scheduled
+		if !h.fc.Defer(ctx, req, infeasibleOn(h), func(err error) { cancelled <- err }) {
+			t.Error("the request was not taken back")
+			return
+		}
+		// The cancellation is seen at once; the dispatch returns after it.
+		select {
+		case err := <-cancelled:
+			cancelled <- err
+		case <-time.After(10 * time.Second):
+			t.Error("the cancellation never reached the request")
+		}
+	})
+	select {
+	case err := <-cancelled:
+		if err == nil {
+			t.Fatal("the cancelled request was resumed without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no outcome for the cancelled request")
+	}
+	// Admit has returned, so the dispatch's report, if any, is made; the cancellation's
+	// comes from its own goroutine.
+	var got []flowcontrol.Outcome
+	for wait := true; wait; {
+		select {
+		case o := <-outcomes:
+			got = append(got, o)
+			wait = o != flowcontrol.OutcomeCancelled
+		case <-time.After(10 * time.Second):
+			wait = false
+		}
+	}
+	for len(outcomes) > 0 {
+		got = append(got, <-outcomes)
+	}
+	if len(got) != 1 || got[0] != flowcontrol.OutcomeCancelled {
+		t.Errorf("outcomes reported %v, want [%s]", got, flowcontrol.OutcomeCancelled)
+	}
+}
+
+// A wake while a request is being scheduled (a first token, a completion, a scrape) may
+// make the room its decision did not see: taken back, it is tried again at once, not left
+// waiting for the next event.
+func TestWakeDuringDecisionIsNotLost(t *testing.T) {
+	h := newHarness(t, 1, flowcontrol.Config{Objectives: classes})
+	busy(t, h)
+	var infeasible atomic.Bool
+	infeasible.Store(true)
+	out := make(chan error, 2)
+	req := &scheduler.Request{ID: "woken", Model: "m", PromptTokens: 100, Objective: "standard", FairnessID: "t",
+		SLO: scheduler.SLO{TTFT: 500 * time.Millisecond}}
+	var resume func(error)
+	resume = func(err error) {
+		if err == nil && infeasible.Swap(false) {
+			h.fc.Wake() // arrives while the decision is made, on another goroutine in production
+			if h.fc.Defer(context.Background(), req, infeasibleOn(h), resume) {
+				return
+			}
+		}
+		out <- err
+	}
+	h.fc.Admit(context.Background(), req, resume)
+	select {
+	case err := <-out:
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+	default:
+		t.Fatalf("the request waits after a wake during its decision (%d queued)", h.fc.Stats().Queued())
+	}
+}
+
+// The request holding dispatch for prediction saturation leaves (its client did): the
+// requests behind it are dispatched without waiting for another event.
+func TestHoldingRequestLeavingReleases(t *testing.T) {
+	h := newHarness(t, 1, flowcontrol.Config{Objectives: classes})
+	busy(t, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	req := &scheduler.Request{ID: "holder", Model: "m", PromptTokens: 100, Objective: "standard", FairnessID: "a",
+		SLO: scheduler.SLO{TTFT: 500 * time.Millisecond}}
+	left := make(chan error, 2)
+	first := true
+	var resume func(error)
+	resume = func(err error) {
+		if err == nil && first {
+			first = false
+			if h.fc.Defer(ctx, req, infeasibleOn(h), resume) {
+				return
+			}
+		}
+		left <- err
+	}
+	h.fc.Admit(ctx, req, resume)
+	h.send(context.Background(), "behind", "standard", "b")
+	if _, done := h.result("behind"); done {
+		t.Fatal("a request passed the one holding dispatch")
+	}
+	cancel()
+	select {
+	case err := <-left:
+		if err == nil {
+			t.Fatal("the cancelled holder was dispatched")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancelled holder never left")
+	}
+	if r, done := h.await("behind"); !done || r.err != nil {
+		t.Fatalf("the request behind: %+v, %v; want dispatched once the holder left (%d queued)", r, done, h.fc.Stats().Queued())
+	}
+}

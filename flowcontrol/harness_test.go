@@ -113,6 +113,8 @@ type harness struct {
 	mu    sync.Mutex
 	order []string // request ids in the order they were dispatched
 	seen  map[string]result
+	// resumed is signalled when a request sent leaves flow control.
+	resumed chan struct{}
 }
 
 type result struct {
@@ -123,7 +125,7 @@ type result struct {
 
 func newHarness(t *testing.T, replicas int, cfg flowcontrol.Config) *harness {
 	t.Helper()
-	h := &harness{t: t, clk: newClock(), cfg: cfg, seen: map[string]result{}}
+	h := &harness{t: t, clk: newClock(), cfg: cfg, seen: map[string]result{}, resumed: make(chan struct{}, 1)}
 	h.pool = pool.New(h.clk, 10*time.Second)
 	var eps []pool.Endpoint
 	for i := range replicas {
@@ -176,7 +178,26 @@ func (h *harness) send(ctx context.Context, id, objective, tenant string) {
 		if err == nil {
 			h.order = append(h.order, id)
 		}
+		select {
+		case h.resumed <- struct{}{}:
+		default:
+		}
 	})
+}
+
+// await waits, up to 10 s, for request id to leave flow control on another goroutine.
+func (h *harness) await(id string) (result, bool) {
+	timeout := time.After(10 * time.Second)
+	for {
+		if r, ok := h.result(id); ok {
+			return r, true
+		}
+		select {
+		case <-h.resumed:
+		case <-timeout:
+			return result{}, false
+		}
+	}
 }
 
 func (h *harness) result(id string) (result, bool) {

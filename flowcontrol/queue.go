@@ -23,7 +23,9 @@ type item struct {
 	index    int // in the flow's heap; -1 once it left the queue
 	stopTTL  func() bool
 	stopCtx  func() bool
-	deferred bool // taken back during its dispatch (Controller.Defer)
+	// defers counts the times it was taken back during its dispatch (Controller.Defer);
+	// a dispatch that sees it change leaves the report to whoever took it back.
+	defers int
 }
 
 // flow is one fairness id's queue inside a band.

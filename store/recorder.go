@@ -44,14 +44,18 @@ type Stats struct {
 // Recorder keeps request samples in a bounded buffer and writes them to Postgres in the
 // background. Add never blocks and never fails; when the database is slow or away the buffer
 // fills, the oldest samples are dropped and counted, and writing resumes when it returns.
+// Samples of refused requests hold half the buffer at most; past that, new ones are dropped.
 type Recorder struct {
 	db   *pgxpool.Pool
 	opts RecorderOptions
 
-	mu      sync.Mutex
-	ring    []Sample
-	head    int // index of the oldest sample
-	n       int // samples in the ring
+	mu   sync.Mutex
+	ring []Sample
+	head int // index of the oldest sample
+	n    int // samples in the ring
+	// refused counts the ring's samples of refused requests, which may fill half of it at
+	// most: a burst of shedding never pushes out the samples the trainer learns from.
+	refused int
 	stats   Stats
 	kick    chan struct{}
 	closed  bool
@@ -138,8 +142,17 @@ func (r *Recorder) Add(s Sample) {
 		r.count("dropped_shutdown", 1)
 		return
 	}
+	if s.Refused && r.refused >= len(r.ring)/2 {
+		r.stats.DroppedFull++
+		r.mu.Unlock()
+		r.count("dropped_full", 1)
+		return
+	}
 	dropped := false
 	if r.n == len(r.ring) {
+		if r.ring[r.head].Refused {
+			r.refused--
+		}
 		r.ring[r.head] = Sample{}
 		r.head = (r.head + 1) % len(r.ring)
 		r.n--
@@ -148,6 +161,9 @@ func (r *Recorder) Add(s Sample) {
 	}
 	r.ring[(r.head+r.n)%len(r.ring)] = s
 	r.n++
+	if s.Refused {
+		r.refused++
+	}
 	full := r.n >= r.opts.BatchSize
 	r.mu.Unlock()
 	if dropped {
@@ -169,6 +185,9 @@ func (r *Recorder) take(dst []Sample, max int) []Sample {
 	for i := range k {
 		j := (r.head + i) % len(r.ring)
 		dst = append(dst, r.ring[j])
+		if r.ring[j].Refused {
+			r.refused--
+		}
 		r.ring[j] = Sample{}
 	}
 	r.head = (r.head + k) % len(r.ring)
@@ -337,6 +356,9 @@ func (r *Recorder) giveBack(batch []Sample) {
 		r.head = (r.head - 1 + len(r.ring)) % len(r.ring)
 		r.ring[r.head] = batch[i]
 		r.n++
+		if batch[i].Refused {
+			r.refused++
+		}
 	}
 }
 

@@ -348,3 +348,28 @@ func TestRecorderSurvivesRefusedRows(t *testing.T) {
 		t.Fatalf("invalid UTF-8 passed validation: %v", err)
 	}
 }
+
+// A burst of refusals fills half the buffer at most: the samples the trainer learns from are
+// not pushed out by it.
+func TestRefusedSamplesHoldHalfTheBuffer(t *testing.T) {
+	r := store.NewRecorder(nil, store.RecorderOptions{BufferSize: 10, BatchSize: 100}) // never run: all stays buffered
+	now := time.Now()
+	for i := range 3 {
+		r.Add(fullSample(i, now))
+	}
+	for i := range 20 {
+		s := fullSample(100+i, now)
+		s.Refused, s.Reason, s.Outcome, s.Status, s.Replica = true, "rejected-saturated", "rejected", 429, ""
+		r.Add(s)
+	}
+	if st := r.Stats(); st.Buffered != 8 || st.DroppedFull != 15 || st.Invalid != 0 {
+		t.Fatalf("after 3 served and 20 refused: %+v, want 8 buffered (3 served, 5 refused) and 15 refused dropped", st)
+	}
+	// Served samples still push out the oldest, refused or not.
+	for i := range 4 {
+		r.Add(fullSample(200+i, now))
+	}
+	if st := r.Stats(); st.Buffered != 10 || st.DroppedFull != 17 {
+		t.Fatalf("after 4 more served: %+v, want 10 buffered, 17 dropped", st)
+	}
+}

@@ -207,6 +207,32 @@ func profiles(pools, policies []string, sloArgs string) (map[[2]string]scheduler
 	return out, nil
 }
 
+// loadsAndSeeds parses --loads and --seeds: multiples of capacity in (0, 10], and seeds
+// below those that train the models.
+func (co compareOptions) loadsAndSeeds() ([]float64, []uint64, error) {
+	loads, err := parseList(co.loads, "loads", func(s string) (float64, error) {
+		v, err := strconv.ParseFloat(s, 64)
+		if err == nil && !(v > 0 && v <= 10) {
+			err = errors.New("want a multiple of capacity in (0, 10]")
+		}
+		return v, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	seeds, err := parseList(co.seeds, "seeds", func(s string) (uint64, error) {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err == nil && v >= firstModelSeed {
+			err = fmt.Errorf("seeds from %d on train the models", firstModelSeed)
+		}
+		return v, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return loads, seeds, nil
+}
+
 // compare runs every policy over every workload's load ladder and seeds in virtual time, with
 // the same arrivals for every policy, and reports attainment and latency side by side.
 func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
@@ -237,24 +263,9 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	loads, err := parseList(co.loads, "loads", func(s string) (float64, error) {
-		v, err := strconv.ParseFloat(s, 64)
-		if err == nil && !(v > 0 && v <= 10) {
-			err = errors.New("want a multiple of capacity in (0, 10]")
-		}
-		return v, err
-	})
+	loads, seeds, err := co.loadsAndSeeds()
 	if err != nil {
 		return err
-	}
-	seeds, err := parseList(co.seeds, "seeds", func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) })
-	if err != nil {
-		return err
-	}
-	for _, s := range seeds {
-		if s >= firstModelSeed {
-			return fmt.Errorf("--seeds: %d: seeds from %d on train the models", s, firstModelSeed)
-		}
 	}
 	caps := map[string]float64{}
 	if co.capacities != "" {
@@ -406,18 +417,23 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "plots written to %s\n", co.plots)
 	}
-	if o.jsonPath != "" {
-		b, err := json.MarshalIndent(&res, "", " ")
-		if err != nil {
-			return err
-		}
-		if o.jsonPath == "-" {
-			_, err = stdout.Write(append(b, '\n'))
-			return err
-		}
-		return os.WriteFile(o.jsonPath, append(b, '\n'), 0o644)
+	return writeJSON(o.jsonPath, stdout, &res)
+}
+
+// writeJSON writes v as indented JSON to path (--json): "-" is stdout, "" writes nothing.
+func writeJSON(path string, stdout io.Writer, v any) error {
+	if path == "" {
+		return nil
 	}
-	return nil
+	b, err := json.MarshalIndent(v, "", " ")
+	if err != nil {
+		return err
+	}
+	if path == "-" {
+		_, err = stdout.Write(append(b, '\n'))
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // runCell runs one workload at one rate under one policy and summarises it.

@@ -85,17 +85,7 @@ type flowResult struct {
 func flowBench(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	co := o.compare
 	w := benchWorkload{Name: "mixed-slo", Workload: workload.NameMixedSLO, Pool: "8x8b-h100"}
-	loads, err := parseList(co.loads, "loads", func(s string) (float64, error) {
-		v, err := strconv.ParseFloat(s, 64)
-		if err == nil && !(v > 0 && v <= 10) {
-			err = errors.New("want a multiple of capacity in (0, 10]")
-		}
-		return v, err
-	})
-	if err != nil {
-		return err
-	}
-	seeds, err := parseList(co.seeds, "seeds", func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) })
+	loads, seeds, err := co.loadsAndSeeds()
 	if err != nil {
 		return err
 	}
@@ -173,18 +163,7 @@ func flowBench(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if o.jsonPath != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if o.jsonPath == "-" {
-			_, err = stdout.Write(append(b, '\n'))
-			return err
-		}
-		return os.WriteFile(o.jsonPath, append(b, '\n'), 0o644)
-	}
-	return nil
+	return writeJSON(o.jsonPath, stdout, &res)
 }
 
 // flowRun runs one variant at one rate.

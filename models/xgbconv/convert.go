@@ -530,5 +530,15 @@ func readBinary(b []byte, keep bool) (*Model, error) {
 	if r.Len() != int(gp.NumTrees)*4 {
 		return nil, fmt.Errorf("xgbconv: binary model has %d bytes after its trees, want %d", r.Len(), int(gp.NumTrees)*4)
 	}
+	// One output group: leaves refuses a tree_info that names any other.
+	info := make([]int32, gp.NumTrees)
+	if err := read(info); err != nil {
+		return nil, err
+	}
+	for t, g := range info {
+		if g != 0 {
+			return nil, fmt.Errorf("xgbconv: binary model tree %d in output group %d, want 0", t, g)
+		}
+	}
 	return m, nil
 }

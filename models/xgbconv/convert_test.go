@@ -213,6 +213,12 @@ func TestCheckBinary(t *testing.T) {
 	if _, _, err := CheckBinary(nan); err == nil {
 		t.Fatal("a NaN base score: accepted")
 	}
+	// A tree in an output group other than 0 (leaves refuses it; found by FuzzCheckBinary).
+	group := append([]byte(nil), bin...)
+	binary.LittleEndian.PutUint32(group[len(group)-4:], 1<<19)
+	if _, _, err := CheckBinary(group); err == nil {
+		t.Fatal("a tree in output group 524288: accepted")
+	}
 	// A string length that would make a reader allocate gigabytes.
 	bad := append([]byte(nil), bin...)
 	binary.LittleEndian.PutUint64(bad[binary.Size(learnerModelParam{}):], 1<<40)
