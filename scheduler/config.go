@@ -149,10 +149,9 @@ func DefaultProfileConfig() ProfileConfig {
 //     the token-load scorer, max-score picker;
 //   - "llm-d-active": the same for decode-bound traffic, with the active-requests scorer;
 //   - "augur": Augur's policy, the SLO picker on predicted latency (best-fit with a margin,
-//     sacrificing lost requests); TTFT judged by the upper quantile, TPOT by the mean (a
-//     stream's TPOT averages many steps, and judging it by the p90 turned away replicas that
-//     would have met it: 3-10 points of attainment past capacity in docs/benchmarks.md); the
-//     prefix record feeds the predictions, and the load scorer orders decisions only when no
+//     sacrificing lost requests); the request's own TTFT and TPOT judged by the upper
+//     quantile, the running streams' TPOT bound by the mean (see SLOPicker); the prefix
+//     record feeds the predictions, and the load scorer orders decisions only when no
 //     predictions exist; 1% of decisions explore;
 //   - "llm-d-predicted": llm-d's predicted-latency pipeline: the prefix-affinity filter
 //     releasing on a 5 s gap in predicted TTFT, the slo-tier filter (feasible replicas, 1% of
@@ -174,7 +173,7 @@ func BuiltinProfiles() map[string]ProfileConfig {
 		"prefix-load": {Name: "prefix-load", Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker: PluginConfig{Name: "max-score"}},
 		"augur": {Name: "augur", Scorers: []PluginConfig{{Name: "prefix", Weight: w(0)}, {Name: "load", Weight: w(1)}},
-			Picker: PluginConfig{Name: "slo", Args: json.RawMessage(`{"explore":0.01,"tpotQuantile":"mean"}`)}},
+			Picker: PluginConfig{Name: "slo", Args: json.RawMessage(`{"explore":0.01}`)}},
 		"prefix-guarded": {Name: "prefix-guarded", Filters: []PluginConfig{{Name: "hotspot-guard"}},
 			Scorers: []PluginConfig{{Name: "prefix", Weight: w(3)}, {Name: "load", Weight: w(2)}},
 			Picker:  PluginConfig{Name: "max-score"}},

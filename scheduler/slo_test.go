@@ -188,14 +188,15 @@ func TestSLOPickerNoSLO(t *testing.T) {
 }
 
 // A replica whose running streams have a tighter TPOT objective than the new request's
-// predicted TPOT there is not feasible, even for a request with a loose objective or none.
+// predicted (mean) TPOT there is not feasible, even for a request with a loose objective or
+// none.
 func TestSLOPickerProtectsRunningStreams(t *testing.T) {
 	p, _ := testPool(t, 2)
 	rs := p.Replicas()
 	lease := rs[0].Dispatch(time.Unix(1, 0), pool.Work{PromptTokens: 100, TPOTObjective: 20 * time.Millisecond})
 	pred := tablePredictor{
-		"r0": {ttftUp: 100, tpotUp: 25}, // fastest, but 25 ms would break the running 20 ms stream
-		"r1": {ttftUp: 300, tpotUp: 60},
+		"r0": {ttftUp: 100, tpot: 25, tpotUp: 30}, // fastest, but 25 ms would break the running 20 ms stream
+		"r1": {ttftUp: 300, tpot: 40, tpotUp: 60},
 	}
 	batch := &Request{PromptTokens: 1000, MaxTokens: 10, SLO: SLO{TTFT: 30 * time.Second}}
 	s := sloScheduler(t, p, `{"strategy":"most-headroom"}`, pred, 1)
@@ -211,6 +212,14 @@ func TestSLOPickerProtectsRunningStreams(t *testing.T) {
 	if got := targetNames(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
 		t.Fatalf("buffer 1.5: order %v, want r0", got)
 	}
+	// The running streams' bound is judged by the mean: an upper quantile beyond it, with
+	// the mean within, does not turn the request away.
+	pred["r0"] = prediction{ttftUp: 100, tpot: 18, tpotUp: 25}
+	s = sloScheduler(t, p, `{"strategy":"most-headroom"}`, pred, 1)
+	if got := targetNames(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
+		t.Fatalf("mean 18 ms under the running 20 ms: order %v, want r0", got)
+	}
+	pred["r0"] = prediction{ttftUp: 100, tpot: 25, tpotUp: 30}
 	lease.Release()
 	s = sloScheduler(t, p, `{"strategy":"most-headroom"}`, pred, 1)
 	if got := targetNames(mustDecide(t, s, batch)); !equal(got, []string{"r0", "r1"}) {
@@ -453,5 +462,40 @@ func TestSLOPickerSacrificeOnlyWhatIsLost(t *testing.T) {
 				t.Fatalf("NaN prediction on r0: order %v, want r0 last", got)
 			}
 		}
+	}
+}
+
+// upper-then-mean judges by the upper quantile while any replica meets the objectives so,
+// and by the mean once none does: feasible again, not ranked by violation.
+func TestSLOPickerUpperThenMean(t *testing.T) {
+	p, _ := testPool(t, 2)
+	req := &Request{PromptTokens: 100, MaxTokens: 10, SLO: SLO{TTFT: time.Second, TPOT: 50 * time.Millisecond}}
+	pred := tablePredictor{
+		"r0": {ttft: 100, ttftUp: 150, tpot: 30, tpotUp: 60},
+		"r1": {ttft: 100, ttftUp: 150, tpot: 40, tpotUp: 48},
+	}
+	args := `{"strategy":"most-headroom","tpotQuantile":"upper-then-mean","explore":0}`
+	// r1 meets 50 ms by its upper quantile: chosen, though r0's mean is lower.
+	res := mustDecide(t, sloScheduler(t, p, args, pred, 1), req)
+	if got := targetNames(res); !equal(got, []string{"r1", "r0"}) || res.Infeasible() {
+		t.Fatalf("one replica feasible by the upper quantile: order %v (infeasible %v), want r1 first", got, res.Infeasible())
+	}
+	// Neither does: judged by the mean both are feasible, and r0 has the most headroom.
+	pred["r1"] = prediction{ttft: 100, ttftUp: 150, tpot: 40, tpotUp: 55}
+	res = mustDecide(t, sloScheduler(t, p, args, pred, 1), req)
+	if got := targetNames(res); !equal(got, []string{"r0", "r1"}) || res.Infeasible() {
+		t.Fatalf("none feasible by the upper quantile: order %v (infeasible %v), want r0 first, feasible by the mean", got, res.Infeasible())
+	}
+	// By the upper quantile alone the decision is infeasible.
+	res = mustDecide(t, sloScheduler(t, p, `{"strategy":"most-headroom","infeasible":"least-violation","explore":0}`, pred, 1), req)
+	if !res.Infeasible() {
+		t.Fatalf("by the upper quantile alone: order %v feasible, want infeasible", targetNames(res))
+	}
+	// Neither meets it even by the mean: infeasible.
+	pred["r0"] = prediction{ttft: 100, ttftUp: 150, tpot: 55, tpotUp: 70}
+	pred["r1"] = prediction{ttft: 100, ttftUp: 150, tpot: 52, tpotUp: 60}
+	res = mustDecide(t, sloScheduler(t, p, args, pred, 1), req)
+	if !res.Infeasible() {
+		t.Fatalf("missed even by the mean: order %v feasible", targetNames(res))
 	}
 }

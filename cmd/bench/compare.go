@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -87,9 +89,16 @@ func (w benchWorkload) wrap(seed uint64) func(workload.Generator) (workload.Gene
 }
 
 // predictorFor builds, for a virtual run, a predictor serving set on the run's clock.
-func predictorFor(set *predictor.Set) func(clock.PassiveClock) scheduler.Predictor {
+// Drift onsets are counted in onsets when it is set, and not logged: a comparison runs
+// hundreds of virtual runs, whose onsets would bury its results.
+func predictorFor(set *predictor.Set, onsets *atomic.Int64) func(clock.PassiveClock) scheduler.Predictor {
 	return func(clk clock.PassiveClock) scheduler.Predictor {
-		p := predictor.New(predictor.Options{Clock: clk, SyncRefit: true})
+		opts := predictor.Options{Clock: clk, SyncRefit: true}
+		if onsets != nil {
+			opts.Log = slog.New(slog.DiscardHandler)
+			opts.OnDrift = func(string, models.Target, float64) { onsets.Add(1) }
+		}
+		p := predictor.New(opts)
 		p.Swap(set)
 		return p
 	}
@@ -132,6 +141,8 @@ type cell struct {
 	HitRate     *float64            `json:"hit_rate"`
 	Requests    int                 `json:"requests"`
 	WallSeconds float64             `json:"wall_s"`
+	// DriftOnsets counts the replicas the predictor found drifting from the models.
+	DriftOnsets int64 `json:"drift_onsets"`
 }
 
 // comparison is the whole result, as written with --json.
@@ -410,6 +421,9 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%d runs of %s (%d workloads x %d loads x %d seeds x %d policies) in %s; models: %s\n",
 		len(jobs), co.runLength, len(wls), len(loads), len(seeds), len(policies), time.Since(start).Round(time.Second), modelsNote)
+	if n := driftOnsets(&res); n > 0 {
+		fmt.Fprintf(stdout, "the predictor found replicas drifting from the models %d times in these runs (predictions corrected; drift_onsets per run in --json)\n", n)
+	}
 	writeComparison(stdout, &res)
 	if co.plots != "" {
 		if err := writePlots(co.plots, &res); err != nil {
@@ -448,6 +462,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 		return cell{}, err
 	}
 	vc := virtual.Config{Replicas: specs, Profile: pc, Seed: seed}
+	var onsets atomic.Int64
 	switch {
 	case policy == "clairvoyant":
 		vc.Clairvoyant = true
@@ -455,7 +470,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 		if set == nil {
 			return cell{}, errors.New("no models")
 		}
-		vc.PredictorFor = predictorFor(set)
+		vc.PredictorFor = predictorFor(set, &onsets)
 	}
 	r, err := virtual.Run(ctx, vc, g.Next)
 	if err != nil {
@@ -464,7 +479,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 	rep := report.Compute(r.Outcomes, report.Options{Window: report.Window{From: 0, To: d}})
 	c := cell{Attainment: rep.Overall.SLOAttainment, GoodputRPS: rep.Overall.GoodputRPS, TTFTP50: rep.Overall.TTFT.P50,
 		TTFTP99: rep.Overall.TTFT.P99, TPOTP99: rep.Overall.TPOT.P99, HitRate: rep.Overall.PrefixHitRate,
-		Requests: rep.Overall.Requests, ByClass: map[string]*float64{}, WallSeconds: time.Since(start).Seconds()}
+		Requests: rep.Overall.Requests, ByClass: map[string]*float64{}, WallSeconds: time.Since(start).Seconds(), DriftOnsets: onsets.Load()}
 	for _, cl := range rep.Classes {
 		c.ByClass[cl.Name] = cl.SLOAttainment
 	}
@@ -517,6 +532,9 @@ func recipe(o options) string {
 	for _, sc := range trainingScenarios() {
 		fmt.Fprintf(&b, "%s\n", sc)
 	}
+	// Later generations' traffic is routed by Augur's policy too: a change to it changes
+	// what the models learn.
+	fmt.Fprintf(&b, "later generations also routed by augur %s\n", scheduler.BuiltinProfiles()["augur"].Picker.Args)
 	return b.String()
 }
 
@@ -777,4 +795,19 @@ func metOrMissed(ok bool) string {
 		return "met"
 	}
 	return "missed"
+}
+
+// driftOnsets is the drift onsets of every run of res.
+func driftOnsets(res *comparison) int64 {
+	var n int64
+	for _, loads := range res.Results {
+		for _, pols := range loads {
+			for _, cells := range pols {
+				for _, c := range cells {
+					n += c.DriftOnsets
+				}
+			}
+		}
+	}
+	return n
 }

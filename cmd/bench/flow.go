@@ -183,7 +183,7 @@ func flowRun(ctx context.Context, w benchWorkload, rate float64, seed uint64, va
 	}
 	vc := virtual.Config{Replicas: specs, Profile: pc, Seed: seed, FlowControl: fc}
 	if set != nil {
-		vc.PredictorFor = predictorFor(set)
+		vc.PredictorFor = predictorFor(set, nil)
 	}
 	r, err := virtual.Run(ctx, vc, g.Next)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -238,10 +239,11 @@ func trainCorpus(ctx context.Context, o options, scenarios []corpus.Scenario, fi
 	for gen := 1; gen <= max(generations, 1); gen++ {
 		want := lo.samples
 		copts := corpus.Options{Scenarios: scenarios, Capacities: tr.caps}
+		var onsets atomic.Int64
 		if gen > 1 {
 			want = lo.samples / 2
 			copts.Policies = append(corpus.DefaultPolicies(), "augur")
-			copts.PredictorFor = predictorFor(tr.set)
+			copts.PredictorFor = predictorFor(tr.set, &onsets)
 		}
 		rec, drain := startRecorder(db, 2*want)
 		start := time.Now()
@@ -266,6 +268,9 @@ func trainCorpus(ctx context.Context, o options, scenarios []corpus.Scenario, fi
 		fmt.Fprintf(stdout, "training traffic, generation %d: seeds %d-%d, %d runs of %s (%d scenarios x %d loads per seed; policies %s), %d requests, %d samples recorded to %s in %s\n",
 			gen, first, seed-1, runs, lo.runLength, len(tr.caps), len(corpus.DefaultLoads()), strings.Join(orDefault(copts.Policies, corpus.DefaultPolicies()), ", "),
 			requests, recorded, where, time.Since(start).Round(10*time.Millisecond))
+		if n := onsets.Load(); n > 0 {
+			fmt.Fprintf(stdout, "generation %d traffic: the previous models' predictions drifted on a replica %d times (corrected while it lasted)\n", gen, n)
+		}
 		if err := tr.train(ctx, o, db, progress); err != nil {
 			return tr, err
 		}

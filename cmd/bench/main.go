@@ -374,7 +374,7 @@ func execute(ctx context.Context, o options, stderr io.Writer) (measurement, err
 			if err2 != nil {
 				return m, err2
 			}
-			vc.PredictorFor = predictorFor(set)
+			vc.PredictorFor = predictorFor(set, nil)
 		}
 		if rec != nil {
 			vc.Observers = append(vc.Observers, rec.observer)
