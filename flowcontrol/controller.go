@@ -88,11 +88,10 @@ type Controller struct {
 	// halted says the last check found no replica to count (every one stale or failing).
 	halted bool
 	// current is the request being dispatched by the goroutine pumping, which the
-	// lifecycle may hand back (Defer); held says one was, and dispatch waits for the next
-	// event that can make room.
+	// lifecycle may hand back (Defer); held is the one that was, while dispatch waits for
+	// the next event that can make room.
 	current *item
-	held    bool
-	heldBy  *item // the request whose Defer set held
+	held    *item
 	// wakes counts Wake calls; currentWakes is its value when current was taken, so a
 	// Defer knows whether room may have been made while the request was being scheduled.
 	wakes        uint64
@@ -264,7 +263,7 @@ func (c *Controller) Defer(ctx context.Context, req *scheduler.Request, res sche
 	// A wake while it was being scheduled may have made room the decision did not see: it
 	// is tried again at once rather than waiting for the next event.
 	if c.wakes == c.currentWakes {
-		c.held, c.heldBy = true, it
+		c.held = it
 	}
 	c.watch(it)
 	c.mu.Unlock()
@@ -303,7 +302,7 @@ func (c *Controller) idleReplica() bool {
 // once when another goroutine is dispatching (which then does it).
 func (c *Controller) Wake() {
 	c.mu.Lock()
-	c.held, c.heldBy = false, nil
+	c.held = nil
 	c.wakes++
 	c.mu.Unlock()
 	c.pump()
@@ -355,7 +354,7 @@ func (c *Controller) next(now time.Time) (*item, Outcome, error) {
 			break
 		}
 	}
-	if head == nil || c.held {
+	if head == nil || c.held != nil {
 		return nil, "", nil
 	}
 	if c.cfg.RefuseLate && !head.deadline.IsZero() && !now.Before(head.deadline) {
@@ -413,9 +412,9 @@ func (c *Controller) drop(it *item, o Outcome, err error) {
 	}
 	c.take(it, false)
 	// The request holding dispatch left: the next may fit where it did not.
-	released := c.heldBy == it
+	released := c.held == it
 	if released {
-		c.held, c.heldBy = false, nil
+		c.held = nil
 	}
 	c.mu.Unlock()
 	c.finish(it, o, err)

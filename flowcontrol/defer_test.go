@@ -212,33 +212,23 @@ func TestDeferThenCancelReportsOnce(t *testing.T) {
 	req := &scheduler.Request{ID: "leaves", Model: "m", PromptTokens: 100, Objective: "standard", FairnessID: "t",
 		SLO: scheduler.SLO{TTFT: 500 * time.Millisecond}}
 	cancelled := make(chan error, 1)
-	first := true
-	h.fc.Admit(ctx, req, func(err error) {
-		if !first {
-			cancelled <- err
-			return
-		}
-		first = false
+	// Admit resumes the dispatch once; the request taken back is resumed through the
+	// function handed to Defer.
+	h.fc.Admit(ctx, req, func(error) {
 		cancel() // the client leaves while the request is being scheduled
 		if !h.fc.Defer(ctx, req, infeasibleOn(h), func(err error) { cancelled <- err }) {
 			t.Error("the request was not taken back")
 			return
 		}
 		// The cancellation is seen at once; the dispatch returns after it.
-		select {
-		case err := <-cancelled:
+		if err, ok := receive(cancelled); ok {
 			cancelled <- err
-		case <-time.After(10 * time.Second):
+		} else {
 			t.Error("the cancellation never reached the request")
 		}
 	})
-	select {
-	case err := <-cancelled:
-		if err == nil {
-			t.Fatal("the cancelled request was resumed without an error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no outcome for the cancelled request")
+	if err, ok := receive(cancelled); !ok || err == nil {
+		t.Fatalf("the cancelled request: resumed %v with %v, want an error", ok, err)
 	}
 	// Admit has returned, so the dispatch's report, if any, is made; the cancellation's
 	// comes from its own goroutine.
@@ -318,15 +308,21 @@ func TestHoldingRequestLeavingReleases(t *testing.T) {
 		t.Fatal("a request passed the one holding dispatch")
 	}
 	cancel()
-	select {
-	case err := <-left:
-		if err == nil {
-			t.Fatal("the cancelled holder was dispatched")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the cancelled holder never left")
+	if err, ok := receive(left); !ok || err == nil {
+		t.Fatalf("the cancelled holder: left %v with %v, want an error", ok, err)
 	}
 	if r, done := h.await("behind"); !done || r.err != nil {
 		t.Fatalf("the request behind: %+v, %v; want dispatched once the holder left (%d queued)", r, done, h.fc.Stats().Queued())
+	}
+}
+
+// receive waits up to 10 s for what another goroutine sends on c.
+func receive[T any](c <-chan T) (T, bool) {
+	select {
+	case v := <-c:
+		return v, true
+	case <-time.After(10 * time.Second):
+		var zero T
+		return zero, false
 	}
 }

@@ -104,9 +104,9 @@ type SLOArgs struct {
 // queues and replica speed enter through the predictions, not through weights. A replica's
 // TPOT limit is also the tightest TPOT objective among the requests already running there,
 // because a new stream slows every stream in the batch; that bound is judged by the mean
-// prediction, the request's own objectives by the configured quantile. A request with no objective at all
-// goes where its predicted end-to-end latency is lowest. Without predictions the picker
-// orders by the profile's scores, as max-score does.
+// prediction, the request's own objectives by the configured quantile. A request with no
+// objective at all goes where its predicted end-to-end latency is lowest. Without predictions
+// the picker orders by the profile's scores, as max-score does.
 type SLOPicker struct {
 	r            lockedRand
 	bestFit      bool
@@ -138,10 +138,6 @@ const (
 	byMean
 	byUpperThenMean
 )
-
-func (q quantile) String() string {
-	return [...]string{QuantileUpper, QuantileMean, QuantileUpperThenMean}[q]
-}
 
 func quantileOf(q string, dflt quantile) (quantile, error) {
 	switch q {
