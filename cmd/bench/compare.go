@@ -116,6 +116,8 @@ type compareOptions struct {
 	models     string
 	parallel   int
 	sloArgs    string
+	oracleSpec string
+	oracle     virtual.Oracle
 }
 
 // checkSLOArgs refuses --slo-args the SLO picker would refuse, before any work starts.
@@ -152,6 +154,7 @@ type comparison struct {
 	Loads      []float64                               `json:"loads"`
 	Policies   []string                                `json:"policies"`
 	Models     string                                  `json:"models"`
+	Oracle     string                                  `json:"oracle,omitempty"` // --oracle: an ablation, not a policy's result
 	Workloads  []benchWorkload                         `json:"workloads"`
 	Capacities map[string]float64                      `json:"capacities"`
 	Results    map[string]map[string]map[string][]cell `json:"results"` // workload -> load -> policy -> per seed
@@ -363,7 +366,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	res := comparison{RunLength: co.runLength.String(), Seeds: seeds, Loads: loads, Policies: policies, Models: modelsNote,
+	res := comparison{RunLength: co.runLength.String(), Seeds: seeds, Loads: loads, Policies: policies, Models: modelsNote, Oracle: co.oracle.String(),
 		Workloads: wls, Capacities: caps, Results: map[string]map[string]map[string][]cell{}}
 	for _, w := range wls {
 		res.Results[w.Name] = map[string]map[string][]cell{}
@@ -389,7 +392,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, profs[[2]string{j.w.Pool, j.policy}], set)
+				c, err := runCell(ctx, j.w, caps[j.w.Name]*j.load, j.seed, j.policy, co.runLength, profs[[2]string{j.w.Pool, j.policy}], set, co.oracle)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = fmt.Errorf("%s at %.2fx, seed %d, %s: %w", j.w.Name, j.load, j.seed, j.policy, err)
@@ -421,6 +424,10 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%d runs of %s (%d workloads x %d loads x %d seeds x %d policies) in %s; models: %s\n",
 		len(jobs), co.runLength, len(wls), len(loads), len(seeds), len(policies), time.Since(start).Round(time.Second), modelsNote)
+	if co.oracle.Active() {
+		fmt.Fprintf(stdout, "ablation (--oracle %s): the clairvoyant's predictions replace the models' for %s; these are not the policies' results\n",
+			co.oracle, strings.Join(slices.DeleteFunc(slices.Clone(policies), func(p string) bool { return !usesPredictor(p) }), " and "))
+	}
 	if n := driftOnsets(&res); n > 0 {
 		fmt.Fprintf(stdout, "the predictor found replicas drifting from the models %d times in these runs (predictions corrected; drift_onsets per run in --json)\n", n)
 	}
@@ -451,7 +458,7 @@ func writeJSON(path string, stdout io.Writer, v any) error {
 }
 
 // runCell runs one workload at one rate under one policy and summarises it.
-func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, pc scheduler.ProfileConfig, set *predictor.Set) (cell, error) {
+func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, policy string, d time.Duration, pc scheduler.ProfileConfig, set *predictor.Set, oracle virtual.Oracle) (cell, error) {
 	start := time.Now()
 	specs, err := virtual.ParsePool(w.Pool)
 	if err != nil {
@@ -471,6 +478,7 @@ func runCell(ctx context.Context, w benchWorkload, rate float64, seed uint64, po
 			return cell{}, errors.New("no models")
 		}
 		vc.PredictorFor = predictorFor(set, &onsets)
+		vc.Oracle = oracle
 	}
 	r, err := virtual.Run(ctx, vc, g.Next)
 	if err != nil {

@@ -135,6 +135,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.compare.models, "models", "", "latency models (a directory of artifacts) for the policies that predict; default: train them first on other seeds (kept in "+modelsCache+")")
 	fs.StringVar(&o.compare.sloArgs, "slo-args", "", `compare: the SLO picker's arguments for augur and clairvoyant instead of the profile's, e.g. '{"explore":0,"tpotQuantile":"mean"}' (they replace the profile's, tpotQuantile included)`)
 	fs.IntVar(&o.compare.parallel, "parallel", 0, "compare: runs at once (0: one per core)")
+	fs.StringVar(&o.compare.oracleSpec, "oracle", "", `compare: an ablation: the clairvoyant's predictions replace the models' for the policies that predict, "TARGETS[:OBJECTIVES]", e.g. "ttft", "tpot" or "ttft:batch" (only requests of those objectives)`)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -149,6 +150,15 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.flowControl && (o.localStack || o.gateway != "" || o.comparing || o.learning || o.flow) {
 		return o, fmt.Errorf("--flow-control applies to single virtual runs (--flow compares flow-control designs itself)")
+	}
+	if o.compare.oracleSpec != "" {
+		if !o.comparing {
+			return o, fmt.Errorf("--oracle applies to --compare only")
+		}
+		var err error
+		if o.compare.oracle, err = virtual.ParseOracle(o.compare.oracleSpec); err != nil {
+			return o, fmt.Errorf("--oracle: %w", err)
+		}
 	}
 	if o.compare.sloArgs != "" && !o.comparing && !o.flow {
 		return o, fmt.Errorf("--slo-args applies to --compare and --flow only; a single run takes the profile of --policy")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/augur-llm/augur/scheduler"
@@ -23,6 +25,9 @@ const ClairvoyantVersion = "clairvoyant"
 type clairvoyant struct {
 	r *run
 	f *sim.Forecaster
+	// oracle, when set, limits the clairvoyant to the predictions it names, over a
+	// predictor's: the candidates keep the predictor's model version.
+	oracle *Oracle
 }
 
 func newClairvoyant(r *run, tokens int) *clairvoyant {
@@ -33,6 +38,9 @@ func newClairvoyant(r *run, tokens int) *clairvoyant {
 // on (too long for it) gets no values, as it gets no request: Submit fails the same way.
 // Non-streamed requests are forecast as if streamed; the engine does not tell them apart.
 func (c *clairvoyant) Predict(_ context.Context, req *scheduler.Request, cands []scheduler.Candidate) {
+	if c.oracle != nil && !c.oracle.covers(req) {
+		return
+	}
 	now := c.r.clk.now
 	sreq := sim.Request{Prompt: sim.TextPrompt(req.Prompt), MaxTokens: req.MaxTokens}
 	for i := range cands {
@@ -50,12 +58,90 @@ func (c *clairvoyant) Predict(_ context.Context, req *scheduler.Request, cands [
 			continue
 		}
 		ttft, tpot := millis(fc.TTFT), millis(fc.TPOT)
-		cand.SetValue(scheduler.ValuePredictedTTFT, ttft)
-		cand.SetValue(scheduler.ValuePredictedTTFTUpper, ttft)
-		cand.SetValue(scheduler.ValuePredictedTPOT, tpot)
-		cand.SetValue(scheduler.ValuePredictedTPOTUpper, tpot)
-		cand.ModelVersion = ClairvoyantVersion
+		if c.oracle == nil || c.oracle.TTFT {
+			cand.SetValue(scheduler.ValuePredictedTTFT, ttft)
+			cand.SetValue(scheduler.ValuePredictedTTFTUpper, ttft)
+		}
+		if c.oracle == nil || c.oracle.TPOT {
+			cand.SetValue(scheduler.ValuePredictedTPOT, tpot)
+			cand.SetValue(scheduler.ValuePredictedTPOTUpper, tpot)
+		}
+		if c.oracle == nil {
+			cand.ModelVersion = ClairvoyantVersion
+		}
 	}
+}
+
+// Oracle names the predictions the clairvoyant supplies over a predictor's (Config.Oracle):
+// an ablation that measures what the error of each costs a policy, never a way to schedule.
+type Oracle struct {
+	TTFT, TPOT bool
+	// Objectives limits the oracle to requests naming one of these objectives (the
+	// x-gateway-inference-objective header; the SLO class in the wind tunnel's workloads);
+	// every request when empty.
+	Objectives []string
+}
+
+// Active reports whether the oracle supplies any prediction.
+func (o Oracle) Active() bool { return o.TTFT || o.TPOT }
+
+func (o Oracle) covers(req *scheduler.Request) bool {
+	return len(o.Objectives) == 0 || slices.Contains(o.Objectives, req.Objective)
+}
+
+// String is the oracle in ParseOracle's form; "" when inactive.
+func (o Oracle) String() string {
+	var t []string
+	if o.TTFT {
+		t = append(t, "ttft")
+	}
+	if o.TPOT {
+		t = append(t, "tpot")
+	}
+	s := strings.Join(t, ",")
+	if len(o.Objectives) > 0 {
+		s += ":" + strings.Join(o.Objectives, ",")
+	}
+	return s
+}
+
+// ParseOracle reads "TARGETS[:OBJECTIVES]": targets ttft, tpot or both, comma-separated,
+// and optionally the objectives the oracle is limited to, e.g. "ttft:batch" or
+// "ttft,tpot:interactive,standard".
+func ParseOracle(s string) (Oracle, error) {
+	var o Oracle
+	targets, objectives, limited := strings.Cut(s, ":")
+	for _, t := range strings.Split(targets, ",") {
+		switch strings.TrimSpace(t) {
+		case "ttft":
+			o.TTFT = true
+		case "tpot":
+			o.TPOT = true
+		default:
+			return Oracle{}, fmt.Errorf("oracle %q: target %q must be ttft or tpot", s, t)
+		}
+	}
+	if limited {
+		for _, name := range strings.Split(objectives, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				return Oracle{}, fmt.Errorf("oracle %q: empty objective name", s)
+			}
+			o.Objectives = append(o.Objectives, name)
+		}
+	}
+	return o, nil
+}
+
+// oracled is a predictor whose predictions an oracle then partly replaces.
+type oracled struct {
+	pred scheduler.Predictor
+	cv   *clairvoyant
+}
+
+func (o oracled) Predict(ctx context.Context, req *scheduler.Request, cands []scheduler.Candidate) {
+	o.pred.Predict(ctx, req, cands)
+	o.cv.Predict(ctx, req, cands)
 }
 
 // millis is a duration in the predicted values' unit.

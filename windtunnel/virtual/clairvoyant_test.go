@@ -19,6 +19,112 @@ import (
 // Every candidate gets both predictions and their upper values, the same numbers, and they
 // are what a forecast on its replica says.
 func TestClairvoyantSetsEveryCandidate(t *testing.T) {
+	r, clk := forecastFixture(t)
+	req := &scheduler.Request{ID: "x", Model: "sim", Prompt: []byte(strings.Repeat("the question ", 300)), MaxTokens: 50}
+	req.PromptTokens = sim.TextPrompt(req.Prompt).Tokens()
+	var cands []scheduler.Candidate
+	for _, rep := range r.pool.Replicas() {
+		cands = append(cands, scheduler.CandidateOf(rep))
+	}
+	newClairvoyant(r, 0).Predict(context.Background(), req, cands)
+	seen := map[float64]bool{}
+	for i, c := range cands {
+		var v [4]float64
+		for j, val := range []scheduler.Value{scheduler.ValuePredictedTTFT, scheduler.ValuePredictedTTFTUpper, scheduler.ValuePredictedTPOT, scheduler.ValuePredictedTPOTUpper} {
+			x, ok := c.Value(val)
+			if !ok {
+				t.Fatalf("candidate %d: value %d not set", i, val)
+			}
+			v[j] = x
+		}
+		if v[0] != v[1] || v[2] != v[3] || c.ModelVersion != ClairvoyantVersion {
+			t.Errorf("candidate %d: TTFT %v upper %v, TPOT %v upper %v, version %q", i, v[0], v[1], v[2], v[3], c.ModelVersion)
+		}
+		fc, err := sim.NewForecaster(0).Forecast(r.replicas[r.byAddr[c.Replica]], clk.now, sim.Request{Prompt: sim.TextPrompt(req.Prompt), MaxTokens: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v[0] != millis(fc.TTFT) || v[2] != millis(fc.TPOT) || !(v[0] > 0 && v[2] > 0) {
+			t.Errorf("candidate %d: predicted %v/%v ms, forecast %v/%v", i, v[0], v[2], fc.TTFT, fc.TPOT)
+		}
+		seen[v[0]] = true
+	}
+	if len(seen) < 3 {
+		t.Errorf("predicted TTFTs %v: busy and idle replicas should differ", seen)
+	}
+}
+
+// constPredictor predicts the same for every candidate, as model version "m".
+type constPredictor float64
+
+func (c constPredictor) Predict(_ context.Context, _ *scheduler.Request, cands []scheduler.Candidate) {
+	for i := range cands {
+		for _, v := range []scheduler.Value{scheduler.ValuePredictedTTFT, scheduler.ValuePredictedTTFTUpper, scheduler.ValuePredictedTPOT, scheduler.ValuePredictedTPOTUpper} {
+			cands[i].SetValue(v, float64(c))
+		}
+		cands[i].ModelVersion = "m"
+	}
+}
+
+// An oracle replaces the predictions it names, for the objectives it names, with the
+// forecast, and leaves the rest (and the model version) to the predictor.
+func TestOracleReplacesWhatItNames(t *testing.T) {
+	r, clk := forecastFixture(t)
+	o, err := ParseOracle("ttft:batch,standard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Active() || !o.TTFT || o.TPOT || o.String() != "ttft:batch,standard" {
+		t.Fatalf("parsed %+v (%q)", o, o)
+	}
+	cv := newClairvoyant(r, 0)
+	cv.oracle = &o
+	pred := oracled{constPredictor(1e6), cv}
+	for _, objective := range []string{"batch", "interactive"} {
+		req := &scheduler.Request{ID: "x", Model: "sim", Objective: objective, Prompt: []byte(strings.Repeat("the question ", 300)), MaxTokens: 50}
+		req.PromptTokens = sim.TextPrompt(req.Prompt).Tokens()
+		var cands []scheduler.Candidate
+		for _, rep := range r.pool.Replicas() {
+			cands = append(cands, scheduler.CandidateOf(rep))
+		}
+		pred.Predict(context.Background(), req, cands)
+		for i, c := range cands {
+			fc, err := sim.NewForecaster(0).Forecast(r.replicas[r.byAddr[c.Replica]], clk.now, sim.Request{Prompt: sim.TextPrompt(req.Prompt), MaxTokens: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantTTFT := 1e6
+			if objective == "batch" {
+				wantTTFT = millis(fc.TTFT)
+			}
+			ttft, _ := c.Value(scheduler.ValuePredictedTTFT)
+			upper, _ := c.Value(scheduler.ValuePredictedTTFTUpper)
+			tpot, _ := c.Value(scheduler.ValuePredictedTPOT)
+			if ttft != wantTTFT || upper != wantTTFT || tpot != 1e6 || c.ModelVersion != "m" {
+				t.Errorf("%s, candidate %d: TTFT %v upper %v TPOT %v version %q; want TTFT %v, TPOT 1e6, version m", objective, i, ttft, upper, tpot, c.ModelVersion, wantTTFT)
+			}
+		}
+	}
+	for _, bad := range []string{"", "ttfx", "ttft:", "ttft:a,,b", ":batch"} {
+		if _, err := ParseOracle(bad); err == nil {
+			t.Errorf("ParseOracle(%q) accepted", bad)
+		}
+	}
+	never := func() (workload.Request, bool) { return workload.Request{}, false }
+	for _, cfg := range []Config{
+		{Replicas: pool8(t, "8b-h100", 2), Profile: scheduler.BuiltinProfiles()["random"], Oracle: o},
+		{Replicas: pool8(t, "8b-h100", 2), Profile: scheduler.BuiltinProfiles()["random"], Oracle: o, Clairvoyant: true},
+	} {
+		if _, err := Run(context.Background(), cfg, never); err == nil {
+			t.Errorf("an oracle without a predictor (clairvoyant %v) accepted", cfg.Clairvoyant)
+		}
+	}
+}
+
+// forecastFixture is a run of five replicas, replica i holding i requests mid-step, so that
+// forecasts on them differ.
+func forecastFixture(t *testing.T) (*run, *vclock) {
+	t.Helper()
 	specs, err := ParsePool("3x8b-h100,2x8b-a100")
 	if err != nil {
 		t.Fatal(err)
@@ -53,39 +159,7 @@ func TestClairvoyantSetsEveryCandidate(t *testing.T) {
 		}
 	}
 	clk.now = clk.now.Add(time.Millisecond)
-
-	req := &scheduler.Request{ID: "x", Model: "sim", Prompt: []byte(strings.Repeat("the question ", 300)), MaxTokens: 50}
-	req.PromptTokens = sim.TextPrompt(req.Prompt).Tokens()
-	var cands []scheduler.Candidate
-	for _, rep := range r.pool.Replicas() {
-		cands = append(cands, scheduler.CandidateOf(rep))
-	}
-	newClairvoyant(r, 0).Predict(context.Background(), req, cands)
-	seen := map[float64]bool{}
-	for i, c := range cands {
-		var v [4]float64
-		for j, val := range []scheduler.Value{scheduler.ValuePredictedTTFT, scheduler.ValuePredictedTTFTUpper, scheduler.ValuePredictedTPOT, scheduler.ValuePredictedTPOTUpper} {
-			x, ok := c.Value(val)
-			if !ok {
-				t.Fatalf("candidate %d: value %d not set", i, val)
-			}
-			v[j] = x
-		}
-		if v[0] != v[1] || v[2] != v[3] || c.ModelVersion != ClairvoyantVersion {
-			t.Errorf("candidate %d: TTFT %v upper %v, TPOT %v upper %v, version %q", i, v[0], v[1], v[2], v[3], c.ModelVersion)
-		}
-		fc, err := sim.NewForecaster(0).Forecast(r.replicas[r.byAddr[c.Replica]], clk.now, sim.Request{Prompt: sim.TextPrompt(req.Prompt), MaxTokens: 50})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v[0] != millis(fc.TTFT) || v[2] != millis(fc.TPOT) || !(v[0] > 0 && v[2] > 0) {
-			t.Errorf("candidate %d: predicted %v/%v ms, forecast %v/%v", i, v[0], v[2], fc.TTFT, fc.TPOT)
-		}
-		seen[v[0]] = true
-	}
-	if len(seen) < 3 {
-		t.Errorf("predicted TTFTs %v: busy and idle replicas should differ", seen)
-	}
+	return r, clk
 }
 
 func TestClairvoyantExcludesPredictor(t *testing.T) {

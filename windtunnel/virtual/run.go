@@ -56,6 +56,10 @@ type Config struct {
 	// ClairvoyantTokens is how many tokens after the first the clairvoyant follows a request
 	// for its TPOT (0: sim.DefaultForecastTokens; negative: to its end).
 	ClairvoyantTokens int
+	// Oracle, when active, replaces part of the predictor's predictions (Predictor or
+	// PredictorFor, one of which it needs) with the clairvoyant's: what that part's error
+	// costs the policy is then the difference to a run without it.
+	Oracle Oracle
 	// Start is the virtual instant the run begins at (zero: Epoch()). Outcomes are offsets
 	// from it; recorded samples carry absolute times.
 	Start time.Time
@@ -182,6 +186,9 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 	if r.slow, err = slowdowns(&cfg); err != nil {
 		return Result{}, err
 	}
+	if cfg.Oracle.Active() && (cfg.Clairvoyant || (cfg.Predictor == nil && cfg.PredictorFor == nil)) {
+		return Result{}, errors.New("virtual: an Oracle corrects a predictor: it needs Predictor or PredictorFor, and no Clairvoyant")
+	}
 	if cfg.Clairvoyant {
 		if cfg.Predictor != nil || cfg.PredictorFor != nil {
 			return Result{}, errors.New("virtual: Clairvoyant is a predictor: Predictor and PredictorFor must be nil")
@@ -212,6 +219,11 @@ func Run(ctx context.Context, cfg Config, next func() (workload.Request, bool)) 
 			return Result{}, errors.New("virtual: set Predictor or PredictorFor, not both")
 		}
 		pred = cfg.PredictorFor(r.clk)
+	}
+	if cfg.Oracle.Active() {
+		cv := newClairvoyant(r, cfg.ClairvoyantTokens)
+		cv.oracle = &cfg.Oracle
+		pred = oracled{pred, cv}
 	}
 	if cfg.FlowControl != nil {
 		if cfg.Profile, err = flowcontrol.WithRoom(cfg.Profile, *cfg.FlowControl); err != nil {
