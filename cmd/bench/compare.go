@@ -277,6 +277,10 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	predicting := slices.DeleteFunc(slices.Clone(policies), func(p string) bool { return !usesPredictor(p) })
+	if co.oracle.Active() && len(predicting) == 0 {
+		return fmt.Errorf("--oracle %s: none of --policies %s predicts with models (augur and llm-d-predicted do)", co.oracle, co.policies)
+	}
 	loads, seeds, err := co.loadsAndSeeds()
 	if err != nil {
 		return err
@@ -426,7 +430,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		len(jobs), co.runLength, len(wls), len(loads), len(seeds), len(policies), time.Since(start).Round(time.Second), modelsNote)
 	if co.oracle.Active() {
 		fmt.Fprintf(stdout, "ablation (--oracle %s): the clairvoyant's predictions replace the models' for %s; these are not the policies' results\n",
-			co.oracle, strings.Join(slices.DeleteFunc(slices.Clone(policies), func(p string) bool { return !usesPredictor(p) }), " and "))
+			co.oracle, strings.Join(predicting, " and "))
 	}
 	if n := driftOnsets(&res); n > 0 {
 		fmt.Fprintf(stdout, "the predictor found replicas drifting from the models %d times in these runs (predictions corrected; drift_onsets per run in --json)\n", n)

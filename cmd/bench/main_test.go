@@ -174,7 +174,7 @@ func TestCompareSmall(t *testing.T) {
 		{"--compare", "--seeds", "2001"}, {"--compare", "--workloads", "nope"}, {"--compare", "--policies", "nope"},
 		{"--compare", "--loads", "0"}, {"--compare", "--capacities", "x"}, {"--compare", "--capacities", "nosuch=5"},
 		{"--compare", "--slo-args", "{bad"}, {"--slo-args", `{"explore":0}`}, {"--compare", "--duration", "0s"}, {"--workload", "mixed-slo", "--classes"}, {"--workload", "shared-prefix", "--trace", "x.csv"},
-		{"--compare", "--oracle", "ttfx"}, {"--compare", "--oracle", "ttft:"}, {"--oracle", "ttft"},
+		{"--compare", "--oracle", "ttfx"}, {"--compare", "--policies", "round-robin,clairvoyant", "--oracle", "ttft"}, {"--compare", "--oracle", "ttft:"}, {"--oracle", "ttft"},
 	} {
 		if err := run(context.Background(), append(bad, "--no-progress"), io.Discard, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
